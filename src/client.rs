@@ -1,0 +1,1 @@
+//! Typed Rust client of the HTTP API. (stub: being written)

@@ -1,0 +1,802 @@
+//! Configuration: one typed [`Settings`] built from defaults, then an optional
+//! TOML file, then `WARMING_*` environment variables, then validation.
+//!
+//! [`Tunables`] is the part that `POST /warm/config` may change at run time;
+//! [`ServiceConfig`] is fixed for the life of the process (addresses, backends).
+//! Runtime updates are applied to a copy, validated, and only then swapped in
+//! (see [`crate::warm::Engine::update_config`]), so a bad update changes nothing.
+//!
+//! Units follow the spec: in the environment and the TOML file `default_ttl`,
+//! `origin_timeout`, `min_rewarm_interval` and `emergency_cooldown` are seconds,
+//! `backoff_base` and `emergency_threshold` milliseconds (a string such as
+//! `"250ms"` or `"2h"` is also accepted). Over HTTP every duration is reported
+//! in nanoseconds, as the spec's `GET /warm/config` example does; an update may
+//! send nanoseconds or a string with a unit.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How the keys of one request are ordered and prioritised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Top-N keys by access frequency; priority falls linearly with rank.
+    Selective,
+    /// Fewer `:` segments first: parents before children.
+    Breadth,
+    /// `importance x hotness / cost`, highest first.
+    Priority,
+}
+
+impl Strategy {
+    /// Every strategy, in the order the spec lists them.
+    pub const ALL: [Strategy; 3] = [Strategy::Selective, Strategy::Breadth, Strategy::Priority];
+
+    /// The name used in JSON, the environment and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Selective => "selective",
+            Strategy::Breadth => "breadth",
+            Strategy::Priority => "priority",
+        }
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Strategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "selective" => Ok(Strategy::Selective),
+            "breadth" => Ok(Strategy::Breadth),
+            "priority" => Ok(Strategy::Priority),
+            other => Err(format!(
+                "unknown strategy {other:?}; allowed: selective, breadth, priority"
+            )),
+        }
+    }
+}
+
+/// Settings that may change while the service runs (`POST /warm/config`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tunables {
+    /// Most origin requests per second, retries included; 0 turns the limit off.
+    /// Default 100. Env `WARMING_MAX_ORIGIN_RPS`.
+    pub max_origin_rps: u32,
+    /// Most cache writes sent to the backend in one pipeline. Default 50.
+    pub max_batch_size: usize,
+    /// Number of warming workers. Default 10.
+    pub concurrent_warmers: usize,
+    /// TTL of a warmed value when the origin sends no `Cache-Control: max-age`. Default 1 h.
+    pub default_ttl: Duration,
+    /// Timeout of one origin request. Default 5 s.
+    pub origin_timeout: Duration,
+    /// Retries after the first attempt (so up to `retry_attempts + 1` requests). Default 3.
+    pub retry_attempts: u32,
+    /// First retry delay; doubles each retry, with jitter. Default 100 ms.
+    pub backoff_base: Duration,
+    /// Emergency stop when p95 origin latency over the window exceeds this. Default 2 s.
+    pub emergency_threshold: Duration,
+    /// Strategy for requests that name none. Default `priority`.
+    pub default_strategy: Strategy,
+    /// A key warmed successfully this recently is skipped unless forced. Default 30 s.
+    pub min_rewarm_interval: Duration,
+    /// Random extra TTL, as a fraction of the TTL (0.05 = up to +5%). Default 0.05.
+    pub ttl_jitter: f64,
+    /// Number of most recent origin requests whose p95 latency is watched. Default 50.
+    pub emergency_window: usize,
+    /// Wait after an emergency stop before probing the origin again. Default 10 s.
+    pub emergency_cooldown: Duration,
+    /// Predictor used by predictive warming (`heuristic`). Default `heuristic`.
+    pub predictor: String,
+    /// Keys warmed by `POST /warm/trigger-predictive` when no limit is given. Default 100.
+    pub predictive_limit: usize,
+    /// The window the predictor predicts for. Default 1 h.
+    pub predict_window: Duration,
+}
+
+impl Default for Tunables {
+    fn default() -> Self {
+        Tunables {
+            max_origin_rps: 100,
+            max_batch_size: 50,
+            concurrent_warmers: 10,
+            default_ttl: Duration::from_secs(3600),
+            origin_timeout: Duration::from_secs(5),
+            retry_attempts: 3,
+            backoff_base: Duration::from_millis(100),
+            emergency_threshold: Duration::from_millis(2000),
+            default_strategy: Strategy::Priority,
+            min_rewarm_interval: Duration::from_secs(30),
+            ttl_jitter: 0.05,
+            emergency_window: 50,
+            emergency_cooldown: Duration::from_secs(10),
+            predictor: "heuristic".to_string(),
+            predictive_limit: 100,
+            predict_window: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Predictor names the service knows; see [`crate::predict::by_name`].
+pub const PREDICTORS: &[&str] = &["heuristic"];
+
+/// One invalid setting: which field, and what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+fn check_range<T: PartialOrd + fmt::Display>(
+    errors: &mut Vec<FieldError>,
+    field: &str,
+    value: T,
+    min: T,
+    max: T,
+    unit: &str,
+) {
+    if value < min || value > max {
+        errors.push(FieldError {
+            field: field.to_string(),
+            message: format!("{value}{unit} is out of range; allowed {min}{unit}..={max}{unit}"),
+        });
+    }
+}
+
+fn check_duration(
+    errors: &mut Vec<FieldError>,
+    field: &str,
+    value: Duration,
+    min: Duration,
+    max: Duration,
+) {
+    if value < min || value > max {
+        errors.push(FieldError {
+            field: field.to_string(),
+            message: format!(
+                "{} is out of range; allowed {}..={}",
+                humantime::format_duration(value),
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            ),
+        });
+    }
+}
+
+impl Tunables {
+    /// Every violated bound, one entry per field.
+    pub fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut e = Vec::new();
+        check_range(&mut e, "max_origin_rps", self.max_origin_rps, 0, 1_000_000, "");
+        check_range(&mut e, "max_batch_size", self.max_batch_size, 1, 10_000, "");
+        check_range(&mut e, "concurrent_warmers", self.concurrent_warmers, 1, 1024, "");
+        check_duration(
+            &mut e,
+            "default_ttl",
+            self.default_ttl,
+            Duration::from_secs(1),
+            Duration::from_secs(365 * 86_400),
+        );
+        check_duration(
+            &mut e,
+            "origin_timeout",
+            self.origin_timeout,
+            Duration::from_millis(1),
+            Duration::from_secs(600),
+        );
+        check_range(&mut e, "retry_attempts", self.retry_attempts, 0, 20, "");
+        check_duration(
+            &mut e,
+            "backoff_base",
+            self.backoff_base,
+            Duration::from_millis(1),
+            Duration::from_secs(60),
+        );
+        check_duration(
+            &mut e,
+            "emergency_threshold",
+            self.emergency_threshold,
+            Duration::from_millis(1),
+            Duration::from_secs(600),
+        );
+        check_duration(
+            &mut e,
+            "min_rewarm_interval",
+            self.min_rewarm_interval,
+            Duration::ZERO,
+            Duration::from_secs(86_400),
+        );
+        if !(0.0..=0.5).contains(&self.ttl_jitter) || self.ttl_jitter.is_nan() {
+            e.push(FieldError {
+                field: "ttl_jitter".into(),
+                message: format!("{} is out of range; allowed 0.0..=0.5", self.ttl_jitter),
+            });
+        }
+        check_range(&mut e, "emergency_window", self.emergency_window, 1, 10_000, "");
+        check_duration(
+            &mut e,
+            "emergency_cooldown",
+            self.emergency_cooldown,
+            Duration::from_millis(10),
+            Duration::from_secs(3600),
+        );
+        if !PREDICTORS.contains(&self.predictor.as_str()) {
+            e.push(FieldError {
+                field: "predictor".into(),
+                message: format!(
+                    "unknown predictor {:?}; allowed: {}",
+                    self.predictor,
+                    PREDICTORS.join(", ")
+                ),
+            });
+        }
+        check_range(&mut e, "predictive_limit", self.predictive_limit, 1, 100_000, "");
+        check_duration(
+            &mut e,
+            "predict_window",
+            self.predict_window,
+            Duration::from_secs(1),
+            Duration::from_secs(7 * 86_400),
+        );
+        if e.is_empty() { Ok(()) } else { Err(e) }
+    }
+
+    /// The JSON shape of `GET /warm/config`: durations in nanoseconds.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "max_origin_rps": self.max_origin_rps,
+            "max_batch_size": self.max_batch_size,
+            "concurrent_warmers": self.concurrent_warmers,
+            "default_ttl": self.default_ttl.as_nanos() as u64,
+            "origin_timeout": self.origin_timeout.as_nanos() as u64,
+            "retry_attempts": self.retry_attempts,
+            "backoff_base": self.backoff_base.as_nanos() as u64,
+            "emergency_threshold": self.emergency_threshold.as_nanos() as u64,
+            "default_strategy": self.default_strategy,
+            "min_rewarm_interval": self.min_rewarm_interval.as_nanos() as u64,
+            "ttl_jitter": self.ttl_jitter,
+            "emergency_window": self.emergency_window,
+            "emergency_cooldown": self.emergency_cooldown.as_nanos() as u64,
+            "predictor": self.predictor,
+            "predictive_limit": self.predictive_limit,
+            "predict_window": self.predict_window.as_nanos() as u64,
+        })
+    }
+}
+
+/// A duration as it arrives over HTTP: nanoseconds, or a string with a unit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum DurationInput {
+    Nanos(u64),
+    Text(String),
+}
+
+impl DurationInput {
+    fn resolve(&self, field: &str, unit: Duration) -> Result<Duration, FieldError> {
+        match self {
+            DurationInput::Nanos(n) => {
+                Ok(Duration::from_nanos((unit.as_nanos() as u64).saturating_mul(*n)))
+            }
+            DurationInput::Text(s) => parse_duration_text(s).map_err(|m| FieldError {
+                field: field.to_string(),
+                message: m,
+            }),
+        }
+    }
+}
+
+fn parse_duration_text(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration ({e}); use e.g. \"250ms\", \"5s\", \"1h\""))
+}
+
+/// A partial update of [`Tunables`], as `POST /warm/config` takes it.
+/// Unknown fields are rejected, so a typo never silently does nothing.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunablesUpdate {
+    pub max_origin_rps: Option<u32>,
+    pub max_batch_size: Option<usize>,
+    pub concurrent_warmers: Option<usize>,
+    pub default_ttl: Option<DurationInput>,
+    pub origin_timeout: Option<DurationInput>,
+    pub retry_attempts: Option<u32>,
+    pub backoff_base: Option<DurationInput>,
+    pub emergency_threshold: Option<DurationInput>,
+    pub default_strategy: Option<String>,
+    pub min_rewarm_interval: Option<DurationInput>,
+    pub ttl_jitter: Option<f64>,
+    pub emergency_window: Option<usize>,
+    pub emergency_cooldown: Option<DurationInput>,
+    pub predictor: Option<String>,
+    pub predictive_limit: Option<usize>,
+    pub predict_window: Option<DurationInput>,
+}
+
+impl TunablesUpdate {
+    /// `base` with this update applied, validated; `base` itself is untouched.
+    /// `duration_unit` is what a bare number means (nanoseconds over HTTP).
+    pub fn apply_to(&self, base: &Tunables, duration_unit: Duration) -> Result<Tunables, Vec<FieldError>> {
+        let mut t = base.clone();
+        let mut errors = Vec::new();
+        macro_rules! plain {
+            ($($f:ident),*) => { $( if let Some(v) = &self.$f { t.$f = v.clone(); } )* };
+        }
+        plain!(max_origin_rps, max_batch_size, concurrent_warmers, retry_attempts, ttl_jitter,
+               emergency_window, predictor, predictive_limit);
+        macro_rules! durations {
+            ($($f:ident),*) => { $(
+                if let Some(v) = &self.$f {
+                    match v.resolve(stringify!($f), duration_unit) {
+                        Ok(d) => t.$f = d,
+                        Err(e) => errors.push(e),
+                    }
+                }
+            )* };
+        }
+        durations!(default_ttl, origin_timeout, backoff_base, emergency_threshold,
+                   min_rewarm_interval, emergency_cooldown, predict_window);
+        if let Some(s) = &self.default_strategy {
+            match s.parse() {
+                Ok(st) => t.default_strategy = st,
+                Err(m) => errors.push(FieldError { field: "default_strategy".into(), message: m }),
+            }
+        }
+        if let Err(mut e) = t.validate() {
+            errors.append(&mut e);
+        }
+        if errors.is_empty() { Ok(t) } else { Err(errors) }
+    }
+}
+
+/// Settings fixed for the life of the process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceConfig {
+    /// Address the HTTP API listens on. Default `0.0.0.0:4000`.
+    pub listen: String,
+    /// Origin URL template with `{key}`; `None` uses the built-in demo origin.
+    pub origin_url: Option<String>,
+    /// `memory://` (default) or `redis://host:port/db`.
+    pub cache_url: String,
+    /// Prefix put before every key written to the cache. Default empty.
+    pub cache_prefix: String,
+    /// Most entries the embedded cache holds. Default 1,000,000.
+    pub memory_cache_capacity: u64,
+    /// NATS server for warm-completed events; `None` disables publishing.
+    pub nats_url: Option<String>,
+    /// Subject (and JetStream stream subject) for warm-completed events.
+    pub nats_subject: String,
+    /// JetStream stream that holds the events. Default `WARMING`.
+    pub nats_stream: String,
+    /// Bearer token required on every mutating endpoint; `None` = no auth.
+    pub api_token: Option<String>,
+    /// Where custom schedules and the pending queue are kept across restarts.
+    pub state_dir: PathBuf,
+    /// Time zone of the schedules (IANA name). Default `UTC`.
+    pub timezone: String,
+    /// Whether the spec's three built-in schedules run. Default true.
+    pub builtin_schedules: bool,
+    /// Hard cap on keys whose access history is kept. Default 1,000,000.
+    pub tracker_max_keys: usize,
+    /// Width of one access-history bucket. Default 15 min (5 buckets kept).
+    pub tracker_bucket: Duration,
+    /// Most keys in one request. Default 10,000.
+    pub max_keys_per_request: usize,
+    /// Longest key accepted, in bytes. Default 1024.
+    pub max_key_len: usize,
+    /// Largest request body accepted, in bytes. Default 4 MiB.
+    pub max_body_bytes: usize,
+    /// Finished jobs remembered for `GET /warm/jobs/{id}`. Default 1000.
+    pub jobs_retained: usize,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            listen: "0.0.0.0:4000".into(),
+            origin_url: None,
+            cache_url: "memory://".into(),
+            cache_prefix: String::new(),
+            memory_cache_capacity: 1_000_000,
+            nats_url: None,
+            nats_subject: "warming.completed".into(),
+            nats_stream: "WARMING".into(),
+            api_token: None,
+            state_dir: PathBuf::from("warming-state"),
+            timezone: "UTC".into(),
+            builtin_schedules: true,
+            tracker_max_keys: 1_000_000,
+            tracker_bucket: Duration::from_secs(15 * 60),
+            max_keys_per_request: 10_000,
+            max_key_len: 1024,
+            max_body_bytes: 4 * 1024 * 1024,
+            jobs_retained: 1000,
+        }
+    }
+}
+
+impl ServiceConfig {
+    /// Every violated rule, one entry per field.
+    pub fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut e = Vec::new();
+        if let Some(url) = &self.origin_url {
+            if !url.contains("{key}") {
+                e.push(FieldError {
+                    field: "origin_url".into(),
+                    message: format!("{url:?} has no {{key}} placeholder, e.g. http://origin:8080/items/{{key}}"),
+                });
+            } else if !(url.starts_with("http://") || url.starts_with("https://")) {
+                e.push(FieldError {
+                    field: "origin_url".into(),
+                    message: format!("{url:?} must start with http:// or https://"),
+                });
+            }
+        }
+        if !(self.cache_url.starts_with("memory://")
+            || self.cache_url.starts_with("redis://")
+            || self.cache_url.starts_with("rediss://"))
+        {
+            e.push(FieldError {
+                field: "cache_url".into(),
+                message: format!("{:?}: allowed schemes are memory:// and redis://", self.cache_url),
+            });
+        }
+        if self.timezone.parse::<chrono_tz::Tz>().is_err() {
+            e.push(FieldError {
+                field: "timezone".into(),
+                message: format!("{:?} is not an IANA time zone such as UTC or Europe/Paris", self.timezone),
+            });
+        }
+        check_range(&mut e, "tracker_max_keys", self.tracker_max_keys, 1_000, 100_000_000, "");
+        check_duration(
+            &mut e,
+            "tracker_bucket",
+            self.tracker_bucket,
+            Duration::from_secs(1),
+            Duration::from_secs(86_400),
+        );
+        check_range(&mut e, "max_keys_per_request", self.max_keys_per_request, 1, 1_000_000, "");
+        check_range(&mut e, "max_key_len", self.max_key_len, 1, 65_536, "");
+        check_range(&mut e, "max_body_bytes", self.max_body_bytes, 1024, 1 << 30, "");
+        check_range(&mut e, "jobs_retained", self.jobs_retained, 1, 1_000_000, "");
+        check_range(&mut e, "memory_cache_capacity", self.memory_cache_capacity, 1, u64::MAX, "");
+        if self.nats_subject.is_empty() || self.nats_subject.contains(' ') {
+            e.push(FieldError { field: "nats_subject".into(), message: "must be a non-empty NATS subject without spaces".into() });
+        }
+        if e.is_empty() { Ok(()) } else { Err(e) }
+    }
+}
+
+/// The whole configuration of one process.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Settings {
+    pub tunables: Tunables,
+    pub service: ServiceConfig,
+}
+
+/// Loading failed; every problem is listed, not only the first.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n{}", .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError(pub Vec<FieldError>);
+
+/// Where variables come from: the process environment in production, a map in tests.
+pub trait EnvSource {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+pub struct ProcessEnv;
+
+impl EnvSource for ProcessEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl EnvSource for BTreeMap<String, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        BTreeMap::get(self, name).cloned()
+    }
+}
+
+impl EnvSource for std::collections::HashMap<String, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        std::collections::HashMap::get(self, name).cloned()
+    }
+}
+
+/// Reads raw string values by lower-case field name from the TOML file and the
+/// environment, then converts them with the units of the environment.
+struct Layer<'a> {
+    file: Option<&'a toml::Table>,
+    env: &'a dyn EnvSource,
+    errors: Vec<FieldError>,
+}
+
+impl Layer<'_> {
+    /// The value for `field`: the environment wins over the file.
+    fn raw(&mut self, field: &str) -> Option<String> {
+        let var = format!("WARMING_{}", field.to_ascii_uppercase());
+        if let Some(v) = self.env.get(&var) {
+            return Some(v);
+        }
+        let v = self.file?.get(field)?;
+        Some(match v {
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    }
+
+    fn parse<T: FromStr>(&mut self, field: &str, target: &mut T)
+    where
+        T::Err: fmt::Display,
+    {
+        if let Some(raw) = self.raw(field) {
+            match raw.trim().parse::<T>() {
+                Ok(v) => *target = v,
+                Err(e) => self.errors.push(FieldError {
+                    field: field.to_string(),
+                    message: format!("{raw:?}: {e}"),
+                }),
+            }
+        }
+    }
+
+    fn string(&mut self, field: &str, target: &mut String) {
+        if let Some(raw) = self.raw(field) {
+            *target = raw;
+        }
+    }
+
+    fn opt_string(&mut self, field: &str, target: &mut Option<String>) {
+        if let Some(raw) = self.raw(field) {
+            *target = Some(raw);
+        }
+    }
+
+    /// A duration: a bare number is in `unit`; a string may carry its own unit.
+    fn duration(&mut self, field: &str, unit: Duration, target: &mut Duration) {
+        if let Some(raw) = self.raw(field) {
+            let raw = raw.trim().trim_matches('"').to_string();
+            let parsed = if let Ok(n) = raw.parse::<f64>() {
+                if n.is_finite() && n >= 0.0 {
+                    Ok(unit.mul_f64(n))
+                } else {
+                    Err(format!("{raw:?} must be a non-negative number"))
+                }
+            } else {
+                parse_duration_text(&raw)
+            };
+            match parsed {
+                Ok(d) => *target = d,
+                Err(m) => self.errors.push(FieldError { field: field.to_string(), message: m }),
+            }
+        }
+    }
+
+    fn boolean(&mut self, field: &str, target: &mut bool) {
+        if let Some(raw) = self.raw(field) {
+            match raw.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "on" | "yes" => *target = true,
+                "0" | "false" | "off" | "no" => *target = false,
+                _ => self.errors.push(FieldError {
+                    field: field.to_string(),
+                    message: format!("{raw:?}: use true or false"),
+                }),
+            }
+        }
+    }
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+const MILLI: Duration = Duration::from_millis(1);
+
+impl Settings {
+    /// Defaults, then the TOML file (if any), then the environment, then validation.
+    pub fn load(file: Option<&Path>, env: &dyn EnvSource) -> Result<Settings, ConfigError> {
+        let table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError(vec![FieldError {
+                        field: "config_file".into(),
+                        message: format!("cannot read {}: {e}", path.display()),
+                    }])
+                })?;
+                Some(text.parse::<toml::Table>().map_err(|e| {
+                    ConfigError(vec![FieldError {
+                        field: "config_file".into(),
+                        message: format!("{} is not valid TOML: {e}", path.display()),
+                    }])
+                })?)
+            }
+            None => None,
+        };
+        let mut l = Layer { file: table.as_ref(), env, errors: Vec::new() };
+        let mut t = Tunables::default();
+        l.parse("max_origin_rps", &mut t.max_origin_rps);
+        l.parse("max_batch_size", &mut t.max_batch_size);
+        l.parse("concurrent_warmers", &mut t.concurrent_warmers);
+        l.duration("default_ttl", SECOND, &mut t.default_ttl);
+        l.duration("origin_timeout", SECOND, &mut t.origin_timeout);
+        l.parse("retry_attempts", &mut t.retry_attempts);
+        l.duration("backoff_base", MILLI, &mut t.backoff_base);
+        l.duration("emergency_threshold", MILLI, &mut t.emergency_threshold);
+        l.parse("default_strategy", &mut t.default_strategy);
+        l.duration("min_rewarm_interval", SECOND, &mut t.min_rewarm_interval);
+        l.parse("ttl_jitter", &mut t.ttl_jitter);
+        l.parse("emergency_window", &mut t.emergency_window);
+        l.duration("emergency_cooldown", SECOND, &mut t.emergency_cooldown);
+        l.string("predictor", &mut t.predictor);
+        l.parse("predictive_limit", &mut t.predictive_limit);
+        l.duration("predict_window", SECOND, &mut t.predict_window);
+
+        let mut s = ServiceConfig::default();
+        l.string("listen", &mut s.listen);
+        l.opt_string("origin_url", &mut s.origin_url);
+        l.string("cache_url", &mut s.cache_url);
+        l.string("cache_prefix", &mut s.cache_prefix);
+        l.parse("memory_cache_capacity", &mut s.memory_cache_capacity);
+        l.opt_string("nats_url", &mut s.nats_url);
+        l.string("nats_subject", &mut s.nats_subject);
+        l.string("nats_stream", &mut s.nats_stream);
+        l.opt_string("api_token", &mut s.api_token);
+        let mut state_dir = s.state_dir.display().to_string();
+        l.string("state_dir", &mut state_dir);
+        s.state_dir = PathBuf::from(state_dir);
+        l.string("timezone", &mut s.timezone);
+        l.boolean("builtin_schedules", &mut s.builtin_schedules);
+        l.parse("tracker_max_keys", &mut s.tracker_max_keys);
+        l.duration("tracker_bucket", SECOND, &mut s.tracker_bucket);
+        l.parse("max_keys_per_request", &mut s.max_keys_per_request);
+        l.parse("max_key_len", &mut s.max_key_len);
+        l.parse("max_body_bytes", &mut s.max_body_bytes);
+        l.parse("jobs_retained", &mut s.jobs_retained);
+
+        if let Some(table) = table.as_ref() {
+            for key in table.keys() {
+                if !KNOWN_FIELDS.contains(&key.as_str()) {
+                    l.errors.push(FieldError {
+                        field: key.clone(),
+                        message: "unknown setting in the configuration file".into(),
+                    });
+                }
+            }
+        }
+        let mut errors = l.errors;
+        if let Err(mut e) = t.validate() {
+            errors.append(&mut e);
+        }
+        if let Err(mut e) = s.validate() {
+            errors.append(&mut e);
+        }
+        if errors.is_empty() {
+            Ok(Settings { tunables: t, service: s })
+        } else {
+            Err(ConfigError(errors))
+        }
+    }
+}
+
+/// Tunables shared by the engine, the workers and the read-through path;
+/// loaded lock-free on every use, replaced whole on update.
+pub type SharedTunables = std::sync::Arc<arc_swap::ArcSwap<Tunables>>;
+
+/// Every setting name (lower case; the variable is `WARMING_` + upper case).
+pub const KNOWN_FIELDS: &[&str] = &[
+    "max_origin_rps", "max_batch_size", "concurrent_warmers", "default_ttl", "origin_timeout",
+    "retry_attempts", "backoff_base", "emergency_threshold", "default_strategy",
+    "min_rewarm_interval", "ttl_jitter", "emergency_window", "emergency_cooldown", "predictor",
+    "predictive_limit", "predict_window", "listen", "origin_url", "cache_url", "cache_prefix",
+    "memory_cache_capacity", "nats_url", "nats_subject", "nats_stream", "api_token", "state_dir",
+    "timezone", "builtin_schedules", "tracker_max_keys", "tracker_bucket", "max_keys_per_request",
+    "max_key_len", "max_body_bytes", "jobs_retained",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let s = Settings::load(None, &env(&[])).unwrap();
+        let j = s.tunables.to_json();
+        assert_eq!(j["max_origin_rps"], 100);
+        assert_eq!(j["max_batch_size"], 50);
+        assert_eq!(j["concurrent_warmers"], 10);
+        assert_eq!(j["default_ttl"], 3_600_000_000_000u64);
+        assert_eq!(j["origin_timeout"], 5_000_000_000u64);
+        assert_eq!(j["retry_attempts"], 3);
+        assert_eq!(j["backoff_base"], 100_000_000u64);
+        assert_eq!(j["emergency_threshold"], 2_000_000_000u64);
+        assert_eq!(j["default_strategy"], "priority");
+    }
+
+    #[test]
+    fn env_units_follow_the_spec() {
+        let s = Settings::load(
+            None,
+            &env(&[
+                ("WARMING_DEFAULT_TTL", "60"),
+                ("WARMING_ORIGIN_TIMEOUT", "2"),
+                ("WARMING_BACKOFF_BASE", "250"),
+                ("WARMING_EMERGENCY_THRESHOLD", "1500"),
+                ("WARMING_DEFAULT_STRATEGY", "breadth"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.tunables.default_ttl, Duration::from_secs(60));
+        assert_eq!(s.tunables.origin_timeout, Duration::from_secs(2));
+        assert_eq!(s.tunables.backoff_base, Duration::from_millis(250));
+        assert_eq!(s.tunables.emergency_threshold, Duration::from_millis(1500));
+        assert_eq!(s.tunables.default_strategy, Strategy::Breadth);
+    }
+
+    #[test]
+    fn every_bad_variable_is_reported() {
+        let err = Settings::load(
+            None,
+            &env(&[
+                ("WARMING_CONCURRENT_WARMERS", "0"),
+                ("WARMING_DEFAULT_STRATEGY", "random"),
+                ("WARMING_MAX_BATCH_SIZE", "lots"),
+            ]),
+        )
+        .unwrap_err();
+        let fields: Vec<_> = err.0.iter().map(|e| e.field.as_str()).collect();
+        assert!(fields.contains(&"concurrent_warmers"), "{fields:?}");
+        assert!(fields.contains(&"default_strategy"), "{fields:?}");
+        assert!(fields.contains(&"max_batch_size"), "{fields:?}");
+    }
+
+    #[test]
+    fn file_then_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.toml");
+        std::fs::write(&path, "max_origin_rps = 7\nconcurrent_warmers = 3\ndefault_ttl = \"2m\"\n").unwrap();
+        let s = Settings::load(Some(&path), &env(&[("WARMING_CONCURRENT_WARMERS", "4")])).unwrap();
+        assert_eq!(s.tunables.max_origin_rps, 7);
+        assert_eq!(s.tunables.concurrent_warmers, 4);
+        assert_eq!(s.tunables.default_ttl, Duration::from_secs(120));
+        std::fs::write(&path, "max_orign_rps = 7\n").unwrap();
+        let err = Settings::load(Some(&path), &env(&[])).unwrap_err();
+        assert_eq!(err.0[0].field, "max_orign_rps");
+    }
+
+    #[test]
+    fn update_is_validated_and_leaves_base_alone() {
+        let base = Tunables::default();
+        let upd: TunablesUpdate =
+            serde_json::from_str(r#"{"max_origin_rps": 200, "default_ttl": "10m", "backoff_base": 5000000}"#).unwrap();
+        let t = upd.apply_to(&base, Duration::from_nanos(1)).unwrap();
+        assert_eq!(t.max_origin_rps, 200);
+        assert_eq!(t.default_ttl, Duration::from_secs(600));
+        assert_eq!(t.backoff_base, Duration::from_millis(5));
+        let bad: TunablesUpdate = serde_json::from_str(r#"{"concurrent_warmers": 0}"#).unwrap();
+        let e = bad.apply_to(&base, Duration::from_nanos(1)).unwrap_err();
+        assert_eq!(e[0].field, "concurrent_warmers");
+        assert!(e[0].message.contains("1..=1024"), "{}", e[0].message);
+        assert!(serde_json::from_str::<TunablesUpdate>(r#"{"max_origin_rpz": 1}"#).is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! Metric names and the per-instance Prometheus recorder. (being written)

@@ -1,0 +1,4 @@
+//! The warming engine. (being written)
+
+pub mod cost;
+pub mod strategy;
