@@ -1,11 +1,35 @@
 //! Retries with exponential backoff and jitter; every attempt passes the
-//! rate limiter. (stub)
+//! rate limiter.
+//!
+//! One call to [`GuardedOrigin::fetch`] makes at most `retries + 1` attempts.
+//! Each attempt waits for the [`OriginLimiter`] (reporting
+//! [`FetchObserver::rate_limited`] when it had to wait), makes one origin
+//! request bounded by `policy.timeout`, and reports it with
+//! [`FetchObserver::attempt`]. Only errors whose
+//! [`OriginError::is_retryable`] is true are retried (timeouts, connection
+//! errors, 429, 5xx); a 404 or another 4xx is final at once.
+//!
+//! Delays come from backon's [`ExponentialBuilder`]: `base`, `2 * base`,
+//! `4 * base`, ... capped at [`MAX_BACKOFF`], each plus a random jitter of up
+//! to the same amount again (so never shorter than the plain exponential).
+//! When the origin sent `Retry-After`, the delay is the larger of the backoff
+//! and `Retry-After`, the latter capped at [`MAX_RETRY_AFTER`] so one origin
+//! cannot park a worker for hours.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
 
 use super::limiter::OriginLimiter;
 use super::{Fetched, Origin, OriginError};
+
+/// Longest exponential step (before jitter).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Longest `Retry-After` honoured.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// How hard to try one key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +48,15 @@ pub trait FetchObserver: Send + Sync {
     fn attempt(&self, key: &str, latency: Duration, result: Result<(), &OriginError>);
 }
 
+/// An observer that ignores everything (tools, tests).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoObserver;
+
+impl FetchObserver for NoObserver {
+    fn rate_limited(&self) {}
+    fn attempt(&self, _key: &str, _latency: Duration, _result: Result<(), &OriginError>) {}
+}
+
 /// Result of all attempts for one key.
 #[derive(Debug, Clone)]
 pub struct FetchReport {
@@ -33,12 +66,207 @@ pub struct FetchReport {
 
 /// An origin behind the rate limiter and the retry policy.
 #[derive(Clone)]
-pub struct GuardedOrigin {}
+pub struct GuardedOrigin {
+    origin: Arc<dyn Origin>,
+    limiter: Arc<OriginLimiter>,
+}
 
 impl GuardedOrigin {
-    pub fn new(_origin: Arc<dyn Origin>, _limiter: Arc<OriginLimiter>) -> Self { todo!() }
-    pub fn origin(&self) -> &Arc<dyn Origin> { todo!() }
-    pub fn limiter(&self) -> &Arc<OriginLimiter> { todo!() }
+    pub fn new(origin: Arc<dyn Origin>, limiter: Arc<OriginLimiter>) -> Self {
+        GuardedOrigin { origin, limiter }
+    }
+
+    pub fn origin(&self) -> &Arc<dyn Origin> {
+        &self.origin
+    }
+
+    pub fn limiter(&self) -> &Arc<OriginLimiter> {
+        &self.limiter
+    }
+
     /// Fetches `key`, retrying retryable errors per `policy`.
-    pub async fn fetch(&self, _key: &str, _policy: RetryPolicy, _observer: &dyn FetchObserver) -> FetchReport { todo!() }
+    pub async fn fetch(
+        &self,
+        key: &str,
+        policy: RetryPolicy,
+        observer: &dyn FetchObserver,
+    ) -> FetchReport {
+        let attempts = AtomicU32::new(0);
+        let attempt = || async {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            if self.limiter.acquire().await {
+                observer.rate_limited();
+            }
+            let start = tokio::time::Instant::now();
+            let result = self.origin.fetch(key, policy.timeout).await;
+            observer.attempt(key, start.elapsed(), result.as_ref().map(|_| ()));
+            result
+        };
+        let result = attempt
+            .retry(backoff(policy))
+            .when(OriginError::is_retryable)
+            .adjust(|err, delay| {
+                let retry_after = err.retry_after().map(|d| d.min(MAX_RETRY_AFTER));
+                delay.map(|d| retry_after.map_or(d, |r| d.max(r)))
+            })
+            .await;
+        FetchReport {
+            result,
+            attempts: attempts.into_inner(),
+        }
+    }
+}
+
+/// The exponential schedule of `policy`; see the module documentation.
+pub fn backoff(policy: RetryPolicy) -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(policy.backoff_base)
+        .with_factor(2.0)
+        .with_max_delay(MAX_BACKOFF.max(policy.backoff_base))
+        .with_max_times(policy.retries as usize)
+        .with_jitter()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use parking_lot::Mutex;
+
+    use super::*;
+
+    /// Answers from a script of results, then succeeds.
+    struct Scripted(Mutex<Vec<OriginError>>);
+
+    impl Scripted {
+        fn new(mut errors: Vec<OriginError>) -> Arc<Self> {
+            errors.reverse();
+            Arc::new(Scripted(Mutex::new(errors)))
+        }
+    }
+
+    #[async_trait]
+    impl Origin for Scripted {
+        async fn fetch(&self, _key: &str, _timeout: Duration) -> Result<Fetched, OriginError> {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            match self.0.lock().pop() {
+                Some(e) => Err(e),
+                None => Ok(Fetched {
+                    body: Bytes::from_static(b"ok"),
+                    max_age: None,
+                }),
+            }
+        }
+        fn describe(&self) -> String {
+            "scripted".into()
+        }
+    }
+
+    #[derive(Default)]
+    struct Counting {
+        limited: AtomicUsize,
+        attempts: Mutex<Vec<Result<(), OriginError>>>,
+    }
+
+    impl FetchObserver for Counting {
+        fn rate_limited(&self) {
+            self.limited.fetch_add(1, Ordering::Relaxed);
+        }
+        fn attempt(&self, _key: &str, _latency: Duration, result: Result<(), &OriginError>) {
+            self.attempts.lock().push(result.map_err(Clone::clone));
+        }
+    }
+
+    fn policy(retries: u32) -> RetryPolicy {
+        RetryPolicy {
+            retries,
+            backoff_base: Duration::from_millis(100),
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn status(status: u16, retry_after: Option<u64>) -> OriginError {
+        OriginError::Status {
+            status,
+            retry_after: retry_after.map(Duration::from_secs),
+        }
+    }
+
+    async fn run(
+        errors: Vec<OriginError>,
+        retries: u32,
+        rps: u32,
+    ) -> (FetchReport, Counting, Duration) {
+        let guarded = GuardedOrigin::new(Scripted::new(errors), Arc::new(OriginLimiter::new(rps)));
+        let observer = Counting::default();
+        let start = tokio::time::Instant::now();
+        let report = guarded.fetch("k", policy(retries), &observer).await;
+        (report, observer, start.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_then_succeeds_with_growing_delays() {
+        let (report, observer, elapsed) =
+            run(vec![status(503, None), OriginError::Timeout], 3, 0).await;
+        assert!(report.result.is_ok());
+        assert_eq!(report.attempts, 3);
+        assert_eq!(observer.attempts.lock().len(), 3);
+        // 100 ms + 200 ms of backoff at least, at most twice that with jitter.
+        assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
+        assert!(elapsed < Duration::from_millis(610), "{elapsed:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gives_up_after_the_retries() {
+        let errors = vec![OriginError::Connect("refused".into()); 10];
+        let (report, observer, _) = run(errors, 2, 0).await;
+        assert!(matches!(report.result, Err(OriginError::Connect(_))));
+        assert_eq!(report.attempts, 3);
+        assert_eq!(observer.attempts.lock().len(), 3);
+
+        let (report, _, _) = run(vec![status(500, None)], 0, 0).await;
+        assert_eq!(report.attempts, 1);
+        assert!(report.result.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn final_errors_are_not_retried() {
+        for error in [
+            OriginError::NotFound,
+            status(400, None),
+            status(403, Some(1)),
+            OriginError::InvalidKey("x".into()),
+        ] {
+            let (report, observer, elapsed) = run(vec![error.clone()], 5, 0).await;
+            assert_eq!(report.result, Err(error));
+            assert_eq!(report.attempts, 1);
+            assert_eq!(observer.attempts.lock().len(), 1);
+            assert!(elapsed < Duration::from_millis(100));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_stretches_the_delay_up_to_a_cap() {
+        let (report, _, elapsed) = run(vec![status(429, Some(5))], 1, 0).await;
+        assert!(report.result.is_ok());
+        assert!(elapsed >= Duration::from_secs(5), "{elapsed:?}");
+        assert!(elapsed < Duration::from_millis(5_100), "{elapsed:?}");
+
+        let (_, _, elapsed) = run(vec![status(503, Some(3_600))], 1, 0).await;
+        assert!(
+            elapsed >= MAX_RETRY_AFTER && elapsed < MAX_RETRY_AFTER + Duration::from_secs(1),
+            "{elapsed:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_attempt_passes_the_limiter() {
+        // 1 rps: the retry after 100 ms backoff still waits for the next slot.
+        let (report, observer, elapsed) = run(vec![status(503, None)], 1, 1).await;
+        assert!(report.result.is_ok());
+        assert_eq!(observer.limited.load(Ordering::Relaxed), 1);
+        assert!(elapsed >= Duration::from_secs(1), "{elapsed:?}");
+    }
 }
