@@ -1,1 +1,148 @@
-//! HTTP API (axum). (being written)
+//! The HTTP layer (axum): routes, handlers, authentication and the server
+//! lifecycle. The only module that knows JSON bodies and status codes; it
+//! calls the engine and maps its errors once, in [`error`].
+//!
+//! - [`warm`]: warm requests, access records, jobs.
+//! - [`control`]: status, configuration, emergency stop, schedules.
+//! - [`ops`]: read-through cache, SSE events, metrics, health.
+
+pub mod control;
+pub mod error;
+pub mod ops;
+pub mod warm;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Settings;
+use crate::warm::Engine;
+use error::ApiError;
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    /// Required bearer token on mutating requests, when set.
+    pub token: Option<Arc<str>>,
+    /// Fires when the server stops; ends long-lived responses (SSE).
+    pub stopping: CancellationToken,
+}
+
+/// Every route of the API.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/warm/key", post(warm::warm_key))
+        .route("/warm/pattern", post(warm::warm_pattern))
+        .route("/warm/trigger-predictive", post(warm::trigger_predictive))
+        .route("/warm/access", post(warm::record_access))
+        .route("/warm/jobs/{job_id}", get(warm::job))
+        .route("/warm/status", get(control::status))
+        .route("/warm/config", get(control::get_config).post(control::update_config))
+        .route("/warm/emergency-stop", post(control::emergency_stop))
+        .route("/warm/resume", post(control::resume))
+        .route("/warm/schedules", get(control::list_schedules).post(control::add_schedule))
+        .route(
+            "/warm/schedules/{name}",
+            get(control::get_schedule).delete(control::remove_schedule),
+        )
+        .route("/warm/events", get(ops::events))
+        .route("/cache/{*key}", get(ops::read_cache))
+        .route("/metrics", get(ops::metrics))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")
+        })
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Mutating requests need `Authorization: Bearer <WARMING_API_TOKEN>` when a token is set.
+async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(token) = &state.token else { return next.run(req).await };
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => next.run(req).await,
+        Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "invalid bearer token").into_response(),
+        None => {
+            let mut r = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "this endpoint requires Authorization: Bearer <token>")
+                .into_response();
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            r
+        }
+    }
+}
+
+/// Compares without an early exit, so the time taken does not reveal how
+/// much of the token matched (a dependency for 6 lines is not worth it).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A running service: engine plus HTTP server.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub engine: Arc<Engine>,
+    stopping: CancellationToken,
+    http: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Starts the engine and serves the API on `listener`.
+    pub async fn start(settings: Settings, listener: TcpListener) -> anyhow::Result<Server> {
+        let token = settings.service.api_token.clone().map(Arc::from);
+        let max_body = settings.service.max_body_bytes;
+        let engine = Engine::start(settings).await?;
+        let stopping = CancellationToken::new();
+        let state = AppState { engine: engine.clone(), token, stopping: stopping.clone() };
+        let app = router(state, max_body);
+        let addr = listener.local_addr()?;
+        let stop = stopping.clone();
+        let http = tokio::spawn(async move {
+            axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await
+        });
+        tracing::info!(%addr, "warming listening");
+        Ok(Server { addr, engine, stopping, http })
+    }
+
+    /// Orderly stop: no new requests, running requests finish, workers finish
+    /// their key, unfinished work is saved, events are flushed.
+    pub async fn shutdown(self, grace: Duration) {
+        self.stopping.cancel();
+        match tokio::time::timeout(grace, self.http).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server ended with an error"),
+            Err(_) => tracing::warn!("HTTP connections still open after the grace period"),
+            _ => {}
+        }
+        self.engine.shutdown(grace).await;
+    }
+
+    /// `http://addr` for clients and tests.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}

@@ -1,4 +1,804 @@
-//! The warming engine. (being written)
+//! The warming engine: takes warm requests (keys, patterns, predictions,
+//! schedule firings), validates them, orders them with a strategy, skips keys
+//! warmed recently, deduplicates against the queue, and hands them to the
+//! worker pool. It owns the runtime configuration, the emergency stop and its
+//! probe loop, and the orderly shutdown that persists unfinished work.
+//!
+//! Submodules: [`queue`] (priority queue + dedup), [`worker`] (the pool),
+//! [`jobs`] (per-job progress), [`emergency`] (latency watch), [`strategy`]
+//! (selective / breadth / priority), [`cost`] (observed origin latency).
 
 pub mod cost;
+pub mod emergency;
+pub mod jobs;
+pub mod queue;
 pub mod strategy;
+pub mod worker;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::access::AccessTracker;
+use crate::cache::batch::BatchWriter;
+use crate::cache::{self, Cache};
+use crate::config::{FieldError, ServiceConfig, Settings, SharedTunables, Strategy, Tunables, TunablesUpdate};
+use crate::events::EventBus;
+use crate::events::nats::NatsPublisher;
+use crate::glob::KeyPattern;
+use crate::keys::validate_key;
+use crate::origin::limiter::OriginLimiter;
+use crate::origin::retry::{FetchObserver, GuardedOrigin};
+use crate::origin::{self, OriginError};
+use crate::predict::{self, Predictor};
+use crate::protocol::{
+    AccessRequest, AccessTime, DEFAULT_PATTERN_LIMIT, DEFAULT_PRIORITY, JobView, StatusResponse,
+    TriggerPredictiveRequest, WarmKeyRequest, WarmPatternRequest, WarmPatternResponse, WarmResponse,
+};
+use crate::readthrough::{ReadError, ReadSource, ReadThrough};
+use crate::schedule::{ScheduleAction, ScheduleRunner, ScheduleSpec, Scheduler};
+use crate::telemetry::Telemetry;
+use cost::CostModel;
+use emergency::Emergency;
+use jobs::JobRegistry;
+use queue::{Task, WarmQueue};
+use strategy::{KeyFacts, plan};
+use worker::WorkerBoard;
+
+/// Why the engine refused a request. Mapped to HTTP once, in `api::error`.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EngineError {
+    /// The request is well-formed JSON but breaks a rule; nothing was changed.
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String, fields: Vec<FieldError> },
+    #[error("the service is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Cache(#[from] cache::CacheError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl EngineError {
+    fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        EngineError::Invalid { code, message: message.into(), fields: Vec::new() }
+    }
+}
+
+/// Feeds every origin attempt to metrics, the cost model and the emergency stop.
+pub(crate) struct OriginWatch {
+    tunables: SharedTunables,
+    telemetry: Arc<Telemetry>,
+    emergency: Arc<Emergency>,
+    cost: Arc<CostModel>,
+}
+
+impl FetchObserver for OriginWatch {
+    fn rate_limited(&self) {
+        self.telemetry.rate_limited();
+    }
+
+    fn attempt(&self, key: &str, latency: Duration, result: Result<(), &OriginError>) {
+        self.telemetry.origin_request();
+        if result.is_ok() || matches!(result, Err(OriginError::NotFound)) {
+            self.cost.observe(key, latency);
+        }
+        let t = self.tunables.load();
+        if let Some(info) = self.emergency.observe(key, latency, t.emergency_window, t.emergency_threshold) {
+            self.telemetry.emergency_stopped(&info.reason);
+        }
+    }
+}
+
+/// Hotness from the access history, cost from observed latency.
+struct Facts<'a> {
+    tracker: &'a AccessTracker,
+    cost: &'a CostModel,
+    now: u64,
+}
+
+impl KeyFacts for Facts<'_> {
+    fn hotness(&self, key: &str) -> f64 {
+        self.tracker.stats(key, self.now).map(|s| s.accesses_per_hour).unwrap_or(0.0)
+    }
+    fn cost_ms(&self, key: &str) -> f64 {
+        self.cost.cost_ms(key)
+    }
+}
+
+/// The running service, minus its HTTP layer.
+pub struct Engine {
+    pub(crate) tunables: SharedTunables,
+    service: ServiceConfig,
+    pub(crate) queue: WarmQueue,
+    pub(crate) jobs: JobRegistry,
+    pub(crate) board: WorkerBoard,
+    pub(crate) emergency: Arc<Emergency>,
+    cache: Arc<dyn Cache>,
+    pub(crate) writer: BatchWriter,
+    pub(crate) origin: GuardedOrigin,
+    limiter: Arc<OriginLimiter>,
+    tracker: Arc<AccessTracker>,
+    cost: Arc<CostModel>,
+    predictor: ArcSwap<Arc<dyn Predictor>>,
+    pub(crate) events: EventBus,
+    pub(crate) telemetry: Arc<Telemetry>,
+    pub(crate) watch: Arc<OriginWatch>,
+    /// Keys warmed successfully, with when (for `min_rewarm_interval`).
+    pub(crate) recent: moka::sync::Cache<String, Instant>,
+    scheduler: Arc<Scheduler>,
+    readthrough: ReadThrough,
+    /// Woken when the configuration changes (workers re-check their count).
+    pub(crate) reconfigured: Notify,
+    /// Stops the workers (first step of shutdown).
+    pub(crate) workers_stop: CancellationToken,
+    pub(crate) worker_tasks: TaskTracker,
+    /// Stops every other background loop (last step of shutdown).
+    background_stop: CancellationToken,
+    background: TaskTracker,
+    accepting: std::sync::atomic::AtomicBool,
+    config_lock: tokio::sync::Mutex<()>,
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+const PENDING_FILE: &str = "pending.json";
+const SCHEDULES_FILE: &str = "schedules.json";
+
+impl Engine {
+    /// Opens the backends, restores unfinished work and starts every loop.
+    pub async fn start(settings: Settings) -> anyhow::Result<Arc<Engine>> {
+        let Settings { tunables, service } = settings;
+        let cache = cache::open(&service).await?;
+        let origin_impl = origin::open(service.origin_url.as_deref())?;
+        let background_stop = CancellationToken::new();
+        let mut events = EventBus::new(4096);
+        if let Some(url) = &service.nats_url {
+            let publisher =
+                NatsPublisher::connect(url, &service.nats_stream, &service.nats_subject, background_stop.clone()).await?;
+            events = events.with_nats(publisher);
+        }
+        let scheduler = Arc::new(Scheduler::new(
+            &service.timezone,
+            service.builtin_schedules,
+            service.state_dir.join(SCHEDULES_FILE),
+            service.max_key_len,
+        )?);
+        let predictor = predict::by_name(&tunables.predictor)
+            .ok_or_else(|| anyhow::anyhow!("unknown predictor {:?}", tunables.predictor))?;
+        let limiter = Arc::new(OriginLimiter::new(tunables.max_origin_rps));
+        let guarded = GuardedOrigin::new(origin_impl, limiter.clone());
+        let tunables: SharedTunables = Arc::new(ArcSwap::from_pointee(tunables));
+        let telemetry = Arc::new(Telemetry::new());
+        let emergency = Arc::new(Emergency::new());
+        let cost = Arc::new(CostModel::new(100_000));
+        let watch = Arc::new(OriginWatch {
+            tunables: tunables.clone(),
+            telemetry: telemetry.clone(),
+            emergency: emergency.clone(),
+            cost: cost.clone(),
+        });
+        let readthrough = ReadThrough::new(cache.clone(), guarded.clone(), tunables.clone(), watch.clone());
+        let writer = BatchWriter::spawn(cache.clone(), tunables.clone());
+        let engine = Arc::new(Engine {
+            tracker: Arc::new(AccessTracker::new(service.tracker_max_keys, service.tracker_bucket)),
+            jobs: JobRegistry::new(service.jobs_retained),
+            recent: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(Duration::from_secs(86_400))
+                .build(),
+            predictor: ArcSwap::from_pointee(predictor),
+            queue: WarmQueue::new(),
+            board: WorkerBoard::default(),
+            reconfigured: Notify::new(),
+            workers_stop: CancellationToken::new(),
+            worker_tasks: TaskTracker::new(),
+            background: TaskTracker::new(),
+            accepting: true.into(),
+            config_lock: tokio::sync::Mutex::new(()),
+            background_stop,
+            tunables,
+            service,
+            emergency,
+            cache,
+            writer,
+            origin: guarded,
+            limiter,
+            cost,
+            events,
+            telemetry,
+            watch,
+            scheduler,
+            readthrough,
+        });
+        engine.restore_pending().await;
+        worker::ensure_workers(&engine);
+        engine.spawn_background();
+        Ok(engine)
+    }
+
+    fn spawn_background(self: &Arc<Self>) {
+        let stop = self.background_stop.clone();
+        self.background.spawn(self.scheduler.clone().run(self.clone(), stop.clone()));
+        let e = self.clone();
+        let s = stop.clone();
+        self.background.spawn(async move { e.emergency_probe_loop(s).await });
+        let e = self.clone();
+        self.background.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        e.telemetry.upkeep();
+                        e.telemetry.queue_length(e.queue.len());
+                        if let Some(n) = e.events.nats() {
+                            e.telemetry.events_dropped(n.dropped());
+                        }
+                    }
+                    _ = stop.cancelled() => break,
+                }
+            }
+        });
+    }
+
+    /// While an automatic stop lasts: wait `emergency_cooldown`, probe the
+    /// origin with one request, resume when it answers under the threshold.
+    async fn emergency_probe_loop(&self, stop: CancellationToken) {
+        let mut state = self.emergency.subscribe();
+        loop {
+            let probe_key = {
+                let wait = state.wait_for(|s| matches!(s, Some(i) if !i.manual));
+                tokio::select! {
+                    r = wait => match r {
+                        Ok(s) => s.as_ref().and_then(|i| i.probe_key.clone()),
+                        Err(_) => return,
+                    },
+                    _ = stop.cancelled() => return,
+                }
+            };
+            let t = self.tunables.load_full();
+            tokio::select! {
+                _ = tokio::time::sleep(t.emergency_cooldown) => {}
+                _ = stop.cancelled() => return,
+            }
+            if !matches!(self.emergency.current(), Some(i) if !i.manual) {
+                continue;
+            }
+            let Some(key) = probe_key.or_else(|| self.queue_head_key()) else {
+                self.emergency.resume_automatic();
+                continue;
+            };
+            if self.limiter.acquire().await {
+                self.telemetry.rate_limited();
+            }
+            let started = Instant::now();
+            let result = self.origin.origin().fetch(&key, t.origin_timeout).await;
+            let latency = started.elapsed();
+            self.telemetry.origin_request();
+            let healthy = matches!(result, Ok(_) | Err(OriginError::NotFound)) && latency <= t.emergency_threshold;
+            tracing::info!(key, ms = latency.as_millis() as u64, healthy, "emergency probe");
+            if healthy && self.emergency.resume_automatic() {
+                self.telemetry.emergency_active(false, "origin latency back under the threshold");
+                self.queue.wake_all();
+            }
+        }
+    }
+
+    fn queue_head_key(&self) -> Option<String> {
+        self.queue.peek_key()
+    }
+
+    // ----- intake -------------------------------------------------------
+
+    fn check_accepting(&self) -> Result<(), EngineError> {
+        if self.accepting.load(std::sync::atomic::Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(EngineError::ShuttingDown)
+        }
+    }
+
+    fn check_priority(priority: Option<u8>) -> Result<u8, EngineError> {
+        match priority {
+            Some(p) if p > 100 => Err(EngineError::invalid("invalid_priority", format!("priority {p} is out of range; allowed 0..=100"))),
+            Some(p) => Ok(p),
+            None => Ok(DEFAULT_PRIORITY),
+        }
+    }
+
+    fn check_keys(&self, keys: &[String]) -> Result<(), EngineError> {
+        if keys.is_empty() {
+            return Err(EngineError::invalid("invalid_keys", "keys must not be empty"));
+        }
+        if keys.len() > self.service.max_keys_per_request {
+            return Err(EngineError::invalid(
+                "too_many_keys",
+                format!("{} keys in one request; the limit is {}", keys.len(), self.service.max_keys_per_request),
+            ));
+        }
+        for (i, key) in keys.iter().enumerate() {
+            validate_key(key, self.service.max_key_len)
+                .map_err(|e| EngineError::invalid("invalid_key", format!("keys[{i}]: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn check_limit(&self, limit: Option<usize>, default: usize) -> Result<usize, EngineError> {
+        let max = self.service.max_keys_per_request;
+        match limit {
+            Some(0) => Err(EngineError::invalid("invalid_limit", format!("limit must be 1..={max}"))),
+            Some(l) if l > max => Err(EngineError::invalid("invalid_limit", format!("limit {l} is out of range; allowed 1..={max}"))),
+            Some(l) => Ok(l),
+            None => Ok(default.min(max)),
+        }
+    }
+
+    /// Orders, filters, deduplicates and queues `keys` as one job.
+    /// `limit` truncates after the strategy has ordered the keys.
+    fn submit(
+        &self,
+        source: &str,
+        keys: Vec<String>,
+        priority: u8,
+        strategy: Option<Strategy>,
+        force: bool,
+        limit: Option<usize>,
+    ) -> Submitted {
+        let t = self.tunables.load();
+        let strategy = strategy.unwrap_or(t.default_strategy);
+        let facts = Facts { tracker: &self.tracker, cost: &self.cost, now: now_unix() };
+        let mut planned = plan(strategy, keys, priority, &facts);
+        if let Some(l) = limit {
+            planned.truncate(l);
+        }
+        let job_id = self.jobs.next_id();
+        let job: Arc<str> = Arc::from(job_id.as_str());
+        let mut statuses = Vec::with_capacity(planned.len());
+        let mut tasks = Vec::with_capacity(planned.len());
+        let mut skipped = 0;
+        for p in &planned {
+            let recent = !force
+                && !t.min_rewarm_interval.is_zero()
+                && self.recent.get(&p.key).is_some_and(|at| at.elapsed() < t.min_rewarm_interval);
+            if recent {
+                skipped += 1;
+                statuses.push((p.key.clone(), jobs::SKIPPED_RECENT));
+            } else {
+                statuses.push((p.key.clone(), jobs::QUEUED));
+                tasks.push(Task { key: p.key.clone(), priority: p.priority, job_id: job.clone(), strategy, seq: 0 });
+            }
+        }
+        self.jobs.create(&job_id, source, strategy, statuses);
+        let candidate_keys: Vec<String> = tasks.iter().map(|t| t.key.clone()).collect();
+        let accepted = self.queue.push_many(tasks);
+        let dedup: Vec<String> = candidate_keys
+            .into_iter()
+            .zip(&accepted)
+            .filter(|(_, a)| !**a)
+            .map(|(k, _)| k)
+            .collect();
+        if !dedup.is_empty() {
+            self.jobs.mark_deduplicated(&job_id, &dedup);
+        }
+        let queued = accepted.iter().filter(|a| **a).count();
+        self.telemetry.deduplicated(dedup.len() as u64);
+        self.telemetry.skipped_recent(skipped as u64);
+        self.telemetry.queue_length(self.queue.len());
+        Submitted {
+            job_id,
+            keys: planned.into_iter().map(|p| p.key).collect(),
+            queued,
+            deduplicated: dedup.len(),
+            skipped_recent: skipped,
+            estimated_time_ms: self.estimate_ms(&t),
+        }
+    }
+
+    /// Time until the last queued key is done, from the queue length, the
+    /// rate limit and the observed per-key duration spread over the workers.
+    fn estimate_ms(&self, t: &Tunables) -> u64 {
+        let waiting = (self.queue.len() + self.queue.in_flight()) as f64;
+        let avg = self.telemetry.snapshot().avg_duration_ms;
+        let avg = if avg > 0.0 { avg } else { 10.0 };
+        let per_worker = avg / t.concurrent_warmers.max(1) as f64;
+        let per_rate = if t.max_origin_rps > 0 { 1000.0 / t.max_origin_rps as f64 } else { 0.0 };
+        (waiting * per_worker.max(per_rate)).ceil() as u64
+    }
+
+    /// `POST /warm/key`.
+    pub fn warm_keys(&self, req: WarmKeyRequest) -> Result<WarmResponse, EngineError> {
+        self.check_accepting()?;
+        let priority = Self::check_priority(req.priority)?;
+        self.check_keys(&req.keys)?;
+        let s = self.submit("key", req.keys, priority, req.strategy, req.force, None);
+        Ok(s.into_response())
+    }
+
+    /// Keys the service knows that match `pattern`: accessed keys, keys named
+    /// by schedules and keys in the cache, at most `cap`.
+    pub async fn known_keys(&self, pattern: &KeyPattern, cap: usize) -> Result<Vec<String>, EngineError> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        let mut add = |k: String, out: &mut Vec<String>| {
+            if out.len() < cap && seen.insert(k.clone()) {
+                out.push(k);
+            }
+        };
+        for k in self.tracker.keys_matching(pattern, cap) {
+            add(k, &mut out);
+        }
+        for k in self.scheduler.registered_keys() {
+            if pattern.is_match(&k) {
+                add(k, &mut out);
+            }
+        }
+        if out.len() < cap {
+            for k in self.cache.scan(pattern.redis_pattern(), cap).await? {
+                add(k, &mut out);
+            }
+        }
+        out.retain(|k| validate_key(k, self.service.max_key_len).is_ok());
+        Ok(out)
+    }
+
+    /// `POST /warm/pattern`.
+    pub async fn warm_pattern(&self, req: WarmPatternRequest) -> Result<WarmPatternResponse, EngineError> {
+        self.warm_pattern_as(req, "pattern").await
+    }
+
+    async fn warm_pattern_as(&self, req: WarmPatternRequest, source: &str) -> Result<WarmPatternResponse, EngineError> {
+        self.check_accepting()?;
+        let priority = Self::check_priority(req.priority)?;
+        let limit = self.check_limit(req.limit, DEFAULT_PATTERN_LIMIT)?;
+        let pattern = KeyPattern::parse(&req.pattern).map_err(|e| EngineError::invalid("invalid_pattern", e.to_string()))?;
+        // Look further than `limit` so selective/priority can pick the best.
+        let cap = limit.saturating_mul(4).min(self.service.max_keys_per_request.max(limit) * 4);
+        let matched = self.known_keys(&pattern, cap).await?;
+        let s = self.submit(source, matched, priority, req.strategy, req.force, Some(limit));
+        Ok(WarmPatternResponse {
+            success: true,
+            pattern: req.pattern,
+            queued: s.queued,
+            matched_keys: s.keys,
+            job_id: s.job_id,
+            estimated_time_ms: s.estimated_time_ms,
+            deduplicated: s.deduplicated,
+            skipped_recent: s.skipped_recent,
+        })
+    }
+
+    /// `POST /warm/trigger-predictive`.
+    pub async fn trigger_predictive(&self, req: TriggerPredictiveRequest, source: &str) -> Result<WarmResponse, EngineError> {
+        self.check_accepting()?;
+        let priority = Self::check_priority(req.priority)?;
+        let t = self.tunables.load_full();
+        let limit = self.check_limit(req.limit, t.predictive_limit)?;
+        let predictor = self.predictor.load_full();
+        let tracker = self.tracker.clone();
+        let window = t.predict_window;
+        let predictions = tokio::task::spawn_blocking(move || predictor.predict(&tracker, now_unix(), window, limit))
+            .await
+            .map_err(|e| EngineError::Internal(format!("predictor failed: {e}")))?;
+        let keys: Vec<String> = predictions.into_iter().map(|p| p.key).collect();
+        // Predictions come best first: selective keeps that order by hotness.
+        let s = self.submit(source, keys, priority, req.strategy.or(Some(Strategy::Selective)), req.force, Some(limit));
+        Ok(s.into_response())
+    }
+
+    /// `POST /warm/access`: returns how many accesses were recorded.
+    pub fn record_access(&self, req: AccessRequest) -> Result<usize, EngineError> {
+        let total = req.keys.len() + req.events.len();
+        if total == 0 {
+            return Err(EngineError::invalid("invalid_keys", "send at least one key in keys or events"));
+        }
+        if total > self.service.max_keys_per_request {
+            return Err(EngineError::invalid(
+                "too_many_keys",
+                format!("{total} accesses in one request; the limit is {}", self.service.max_keys_per_request),
+            ));
+        }
+        let now = now_unix();
+        let mut batch = Vec::with_capacity(total);
+        for (i, k) in req.keys.iter().enumerate() {
+            validate_key(k, self.service.max_key_len).map_err(|e| EngineError::invalid("invalid_key", format!("keys[{i}]: {e}")))?;
+            batch.push((k.as_str(), now));
+        }
+        for (i, ev) in req.events.iter().enumerate() {
+            validate_key(&ev.key, self.service.max_key_len)
+                .map_err(|e| EngineError::invalid("invalid_key", format!("events[{i}].key: {e}")))?;
+            let at = match &ev.at {
+                None => now,
+                Some(AccessTime::UnixSeconds(s)) if s.is_finite() && *s >= 0.0 => *s as u64,
+                Some(AccessTime::UnixSeconds(s)) => {
+                    return Err(EngineError::invalid("invalid_time", format!("events[{i}].at: {s} is not a time")));
+                }
+                Some(AccessTime::Rfc3339(t)) => t.timestamp().max(0) as u64,
+            };
+            if at > now + 300 {
+                return Err(EngineError::invalid("invalid_time", format!("events[{i}].at is in the future")));
+            }
+            batch.push((ev.key.as_str(), at));
+        }
+        for (k, at) in &batch {
+            self.tracker.record(k, *at);
+        }
+        self.telemetry.accesses_recorded(batch.len() as u64);
+        Ok(batch.len())
+    }
+
+    /// `GET /cache/{key}`: read through the cache, recording the access.
+    pub async fn read(&self, key: &str) -> Result<(Bytes, ReadSource), ReadError> {
+        self.tracker.record(key, now_unix());
+        self.telemetry.accesses_recorded(1);
+        let r = self.readthrough.get(key).await;
+        if let Ok((_, src)) = &r {
+            self.telemetry.cache_read(*src);
+        }
+        r
+    }
+
+    pub fn max_key_len(&self) -> usize {
+        self.service.max_key_len
+    }
+
+    // ----- status and control -------------------------------------------
+
+    /// `GET /warm/status`.
+    pub fn status(&self) -> StatusResponse {
+        let stop = self.emergency.current();
+        StatusResponse {
+            active_jobs: self.jobs.active(),
+            queued_tasks: self.queue.len(),
+            worker_status: self.board.snapshot(stop.is_some()),
+            emergency_stop: stop.is_some(),
+            emergency_reason: stop.map(|s| s.reason),
+            metrics: self.telemetry.snapshot(),
+        }
+    }
+
+    pub fn job(&self, id: &str) -> Option<JobView> {
+        self.jobs.view(id)
+    }
+
+    /// `GET /warm/config`.
+    pub fn config_json(&self) -> serde_json::Value {
+        let s = &self.service;
+        serde_json::json!({
+            "config": self.tunables.load().to_json(),
+            "service": {
+                "listen": s.listen,
+                "origin": self.origin.origin().describe(),
+                "cache_backend": self.cache.backend(),
+                "cache_prefix": s.cache_prefix,
+                "nats_subject": s.nats_url.as_ref().map(|_| s.nats_subject.clone()),
+                "timezone": s.timezone,
+                "builtin_schedules": s.builtin_schedules,
+                "tracker_max_keys": s.tracker_max_keys,
+                "max_keys_per_request": s.max_keys_per_request,
+                "max_key_len": s.max_key_len,
+                "auth": s.api_token.is_some(),
+            }
+        })
+    }
+
+    /// `POST /warm/config`: validated as a whole, then swapped in; on error nothing changes.
+    pub async fn update_config(&self, update: TunablesUpdate) -> Result<serde_json::Value, Vec<FieldError>> {
+        let _serial = self.config_lock.lock().await;
+        let current = self.tunables.load_full();
+        let next = update.apply_to(&current, Duration::from_nanos(1))?;
+        let predictor = predict::by_name(&next.predictor).ok_or_else(|| {
+            vec![FieldError { field: "predictor".into(), message: format!("unknown predictor {:?}", next.predictor) }]
+        })?;
+        if next.predictor != current.predictor {
+            self.predictor.store(Arc::new(predictor));
+        }
+        if next.max_origin_rps != current.max_origin_rps {
+            self.limiter.set_rate(next.max_origin_rps);
+        }
+        self.tunables.store(Arc::new(next));
+        self.reconfigured.notify_waiters();
+        Ok(self.config_json())
+    }
+
+    /// Spawns or retires workers to match `concurrent_warmers` (after an update).
+    pub fn apply_worker_count(self: &Arc<Self>) {
+        worker::ensure_workers(self);
+        self.reconfigured.notify_waiters();
+    }
+
+    /// `POST /warm/emergency-stop`.
+    pub fn emergency_stop(&self, reason: Option<String>) -> bool {
+        let reason = reason.unwrap_or_else(|| "stopped by an operator".into());
+        let changed = self.emergency.stop_manual(&reason);
+        self.telemetry.emergency_active(true, &reason);
+        changed
+    }
+
+    /// `POST /warm/resume`.
+    pub fn resume(&self) -> bool {
+        let was = self.emergency.resume();
+        self.telemetry.emergency_active(false, "resumed by an operator");
+        self.queue.wake_all();
+        was
+    }
+
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
+    }
+
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+
+    pub fn metrics_text(&self) -> String {
+        self.telemetry.queue_length(self.queue.len());
+        self.telemetry.render()
+    }
+
+    /// Whether the cache answers and the service takes work.
+    pub async fn ready(&self) -> Result<(), String> {
+        if !self.accepting.load(std::sync::atomic::Ordering::Acquire) {
+            return Err("shutting down".into());
+        }
+        self.cache.ping().await.map_err(|e| e.to_string())
+    }
+
+    // ----- shutdown and restart -----------------------------------------
+
+    fn pending_path(&self) -> PathBuf {
+        self.service.state_dir.join(PENDING_FILE)
+    }
+
+    /// Re-queues the work a previous process accepted but did not finish.
+    async fn restore_pending(&self) {
+        let path = self.pending_path();
+        let Ok(text) = tokio::fs::read_to_string(&path).await else { return };
+        let tasks: Vec<Task> = match serde_json::from_str(&text) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot read pending work; keeping the file");
+                return;
+            }
+        };
+        let mut by_job: Vec<(Arc<str>, Vec<Task>)> = Vec::new();
+        for t in tasks {
+            match by_job.iter_mut().find(|(j, _)| *j == t.job_id) {
+                Some((_, v)) => v.push(t),
+                None => by_job.push((t.job_id.clone(), vec![t])),
+            }
+        }
+        let mut n = 0;
+        for (job, tasks) in by_job {
+            let strategy = tasks[0].strategy;
+            self.jobs.create(&job, "restored", strategy, tasks.iter().map(|t| (t.key.clone(), jobs::QUEUED)).collect());
+            n += tasks.len();
+            let keys: Vec<String> = tasks.iter().map(|t| t.key.clone()).collect();
+            let accepted = self.queue.push_many(tasks);
+            let dup: Vec<String> = keys.into_iter().zip(accepted).filter(|(_, a)| !a).map(|(k, _)| k).collect();
+            self.jobs.mark_deduplicated(&job, &dup);
+        }
+        if let Err(e) = tokio::fs::remove_file(&path).await {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove restored pending file");
+        }
+        tracing::info!(keys = n, "restored unfinished work from the previous run");
+    }
+
+    /// Stops taking work, lets workers finish their key (up to `grace`),
+    /// persists everything still queued or in flight, flushes events.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.accepting.store(false, std::sync::atomic::Ordering::Release);
+        self.workers_stop.cancel();
+        self.worker_tasks.close();
+        if tokio::time::timeout(grace, self.worker_tasks.wait()).await.is_err() {
+            tracing::warn!("workers still busy after the grace period; handing their keys back");
+        }
+        let left = self.queue.drain_all();
+        if !left.is_empty() {
+            for t in &left {
+                self.jobs.mark_queued(&t.job_id, &t.key);
+            }
+            match self.persist_pending(&left).await {
+                Ok(path) => tracing::info!(keys = left.len(), path = %path.display(), "unfinished work saved for the next start"),
+                Err(e) => tracing::error!(keys = left.len(), error = %e, "cannot save unfinished work"),
+            }
+        }
+        if let Some(n) = self.events.nats() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), n.flush()).await;
+        }
+        self.background_stop.cancel();
+        self.background.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.background.wait()).await;
+        let m = self.telemetry.snapshot();
+        tracing::info!(jobs_total = m.jobs_total, success_total = m.success_total, failure_total = m.failure_total,
+            origin_requests = m.origin_requests, "final counters");
+    }
+
+    async fn persist_pending(&self, tasks: &[Task]) -> std::io::Result<PathBuf> {
+        let dir = &self.service.state_dir;
+        tokio::fs::create_dir_all(dir).await?;
+        let path = self.pending_path();
+        let tmp = dir.join(format!("{PENDING_FILE}.tmp"));
+        // Merge with a file left by an earlier run that was never restored.
+        let mut all: Vec<Task> = match tokio::fs::read_to_string(&path).await {
+            Ok(text) => serde_json::from_str(&text).unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        all.extend_from_slice(tasks);
+        let body = serde_json::to_vec(&all).map_err(std::io::Error::other)?;
+        let f = {
+            use tokio::io::AsyncWriteExt;
+            let mut f = tokio::fs::File::create(&tmp).await?;
+            f.write_all(&body).await?;
+            f.sync_all().await?;
+            f
+        };
+        drop(f);
+        tokio::fs::rename(&tmp, &path).await?;
+        Ok(path)
+    }
+}
+
+/// The result of [`Engine::submit`].
+struct Submitted {
+    job_id: String,
+    keys: Vec<String>,
+    queued: usize,
+    deduplicated: usize,
+    skipped_recent: usize,
+    estimated_time_ms: u64,
+}
+
+impl Submitted {
+    fn into_response(self) -> WarmResponse {
+        WarmResponse {
+            success: true,
+            queued: self.queued,
+            keys: self.keys,
+            job_id: self.job_id,
+            estimated_time_ms: self.estimated_time_ms,
+            deduplicated: self.deduplicated,
+            skipped_recent: self.skipped_recent,
+        }
+    }
+}
+
+#[async_trait]
+impl ScheduleRunner for Engine {
+    async fn run_schedule(&self, spec: &ScheduleSpec) -> Result<String, String> {
+        let source = format!("schedule:{}", spec.name);
+        let priority = spec.priority.unwrap_or(DEFAULT_PRIORITY);
+        let result = match &spec.action {
+            ScheduleAction::Predictive { limit } => self
+                .trigger_predictive(
+                    TriggerPredictiveRequest { limit: Some(*limit), priority: Some(priority), strategy: spec.strategy, force: false },
+                    &source,
+                )
+                .await
+                .map(|r| r.job_id),
+            ScheduleAction::Pattern { pattern, limit } => {
+                let req = WarmPatternRequest {
+                    pattern: pattern.clone(),
+                    limit: Some(*limit),
+                    priority: Some(priority),
+                    strategy: spec.strategy,
+                    force: false,
+                };
+                self.warm_pattern_as(req, &source).await.map(|r| r.job_id)
+            }
+            ScheduleAction::Keys { keys } => {
+                self.check_accepting().map_err(|e| e.to_string())?;
+                Ok(self.submit(&source, keys.clone(), priority, spec.strategy, false, None).job_id)
+            }
+        };
+        result.map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,78 @@
+//! Handlers of status, configuration, emergency stop and schedules.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+
+use super::AppState;
+use super::error::{ApiError, ApiJson, OptionalJson};
+use crate::config::TunablesUpdate;
+use crate::protocol::StatusResponse;
+use crate::schedule::{ScheduleSpec, ScheduleView};
+
+/// `GET /warm/status`
+pub async fn status(State(s): State<AppState>) -> Json<StatusResponse> {
+    Json(s.engine.status())
+}
+
+/// `GET /warm/config`
+pub async fn get_config(State(s): State<AppState>) -> Json<serde_json::Value> {
+    Json(s.engine.config_json())
+}
+
+/// `POST /warm/config`: all or nothing.
+pub async fn update_config(
+    State(s): State<AppState>,
+    ApiJson(update): ApiJson<TunablesUpdate>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let body = s.engine.update_config(update).await.map_err(ApiError::validation)?;
+    s.engine.apply_worker_count();
+    Ok(Json(body))
+}
+
+/// Optional body of `POST /warm/emergency-stop`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopRequest {
+    pub reason: Option<String>,
+}
+
+/// `POST /warm/emergency-stop`
+pub async fn emergency_stop(
+    State(s): State<AppState>,
+    OptionalJson(req): OptionalJson<StopRequest>,
+) -> Json<serde_json::Value> {
+    let changed = s.engine.emergency_stop(req.reason);
+    Json(serde_json::json!({"success": true, "emergency_stop": true, "changed": changed}))
+}
+
+/// `POST /warm/resume`
+pub async fn resume(State(s): State<AppState>) -> Json<serde_json::Value> {
+    let changed = s.engine.resume();
+    Json(serde_json::json!({"success": true, "emergency_stop": false, "changed": changed}))
+}
+
+/// `GET /warm/schedules`
+pub async fn list_schedules(State(s): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({"schedules": s.engine.scheduler().list()}))
+}
+
+/// `GET /warm/schedules/{name}`
+pub async fn get_schedule(State(s): State<AppState>, Path(name): Path<String>) -> Result<Json<ScheduleView>, ApiError> {
+    s.engine.scheduler().get(&name).map(Json).ok_or_else(|| ApiError::not_found(format!("no schedule named {name:?}")))
+}
+
+/// `POST /warm/schedules`
+pub async fn add_schedule(
+    State(s): State<AppState>,
+    ApiJson(spec): ApiJson<ScheduleSpec>,
+) -> Result<(StatusCode, Json<ScheduleView>), ApiError> {
+    Ok((StatusCode::CREATED, Json(s.engine.scheduler().add(spec)?)))
+}
+
+/// `DELETE /warm/schedules/{name}`
+pub async fn remove_schedule(State(s): State<AppState>, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    s.engine.scheduler().remove(&name)?;
+    Ok(Json(serde_json::json!({"success": true, "deleted": name})))
+}

@@ -1,0 +1,189 @@
+//! Workers: each takes the best task from the queue, fetches the key through
+//! the guarded origin (rate limit + retries), writes it through the batch
+//! writer, then records the outcome (job, metrics, event). This is the only
+//! place where origin and cache meet.
+//!
+//! The number of workers follows `concurrent_warmers` at run time: extra
+//! workers exit after their current key, missing ones are spawned.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
+
+use super::Engine;
+use super::queue::Task;
+use crate::cache::{CacheEntry, effective_ttl};
+use crate::events::{WarmCompleted, WarmStatus};
+use crate::origin::OriginError;
+use crate::origin::retry::RetryPolicy;
+use crate::protocol::{KeyOutcome, WorkerStatus};
+
+/// What one worker is doing, for `GET /warm/status`.
+#[derive(Debug, Clone)]
+pub struct Slot {
+    pub state: &'static str,
+    pub current_key: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+}
+
+impl Slot {
+    fn idle() -> Self {
+        Slot { state: "idle", current_key: None, started_at: None }
+    }
+}
+
+/// One entry per worker id; `None` = no worker with that id runs.
+#[derive(Default)]
+pub struct WorkerBoard {
+    slots: Mutex<Vec<Option<Slot>>>,
+}
+
+impl WorkerBoard {
+    pub fn snapshot(&self, paused: bool) -> Vec<WorkerStatus> {
+        self.slots
+            .lock()
+            .iter()
+            .enumerate()
+            .filter_map(|(id, s)| {
+                s.as_ref().map(|s| WorkerStatus {
+                    id,
+                    state: if paused && s.state == "idle" { "paused".into() } else { s.state.into() },
+                    current_key: s.current_key.clone(),
+                    started_at: s.started_at,
+                })
+            })
+            .collect()
+    }
+
+    fn set(&self, id: usize, slot: Slot) {
+        if let Some(Some(s)) = self.slots.lock().get_mut(id) {
+            *s = slot;
+        }
+    }
+
+    /// Ids of workers to spawn so that exactly `wanted` run.
+    fn claim_missing(&self, wanted: usize) -> Vec<usize> {
+        let mut slots = self.slots.lock();
+        if slots.len() < wanted {
+            slots.resize(wanted, None);
+        }
+        let mut ids = Vec::new();
+        for (id, s) in slots.iter_mut().enumerate().take(wanted) {
+            if s.is_none() {
+                *s = Some(Slot::idle());
+                ids.push(id);
+            }
+        }
+        ids
+    }
+
+    /// Whether worker `id` should exit; if so its slot is released atomically.
+    fn retire_if_surplus(&self, id: usize, wanted: usize) -> bool {
+        let mut slots = self.slots.lock();
+        if id >= wanted {
+            if let Some(s) = slots.get_mut(id) {
+                *s = None;
+            }
+            while matches!(slots.last(), Some(None)) {
+                slots.pop();
+            }
+            return true;
+        }
+        false
+    }
+
+    fn release(&self, id: usize) {
+        if let Some(s) = self.slots.lock().get_mut(id) {
+            *s = None;
+        }
+    }
+}
+
+/// Spawns workers until `concurrent_warmers` run.
+pub(crate) fn ensure_workers(engine: &Arc<Engine>) {
+    let wanted = engine.tunables.load().concurrent_warmers;
+    for id in engine.board.claim_missing(wanted) {
+        let e = engine.clone();
+        engine.worker_tasks.spawn(async move { run(e, id).await });
+    }
+}
+
+async fn run(engine: Arc<Engine>, id: usize) {
+    let stop = engine.workers_stop.clone();
+    let mut emergency = engine.emergency.subscribe();
+    loop {
+        if stop.is_cancelled() {
+            break;
+        }
+        if engine.board.retire_if_surplus(id, engine.tunables.load().concurrent_warmers) {
+            return;
+        }
+        if emergency.borrow_and_update().is_some() {
+            tokio::select! {
+                _ = emergency.changed() => continue,
+                _ = stop.cancelled() => break,
+                _ = engine.reconfigured.notified() => continue,
+            }
+        }
+        let task = tokio::select! {
+            t = engine.queue.next(&stop) => t,
+            _ = engine.reconfigured.notified() => continue,
+            _ = emergency.changed() => continue,
+        };
+        let Some(task) = task else { break };
+        engine.telemetry.queue_length(engine.queue.len());
+        engine.board.set(id, Slot { state: "busy", current_key: Some(task.key.clone()), started_at: Some(Utc::now()) });
+        warm_one(&engine, &task).await;
+        engine.queue.finish(&task.key);
+        engine.board.set(id, Slot::idle());
+    }
+    engine.board.release(id);
+}
+
+/// Fetches, writes and reports one key.
+pub(crate) async fn warm_one(engine: &Engine, task: &Task) {
+    let t = engine.tunables.load_full();
+    engine.jobs.mark_in_flight(&task.job_id, &task.key);
+    let started = Instant::now();
+    let policy = RetryPolicy { retries: t.retry_attempts, backoff_base: t.backoff_base, timeout: t.origin_timeout };
+    let report = engine.origin.fetch(&task.key, policy, engine.watch.as_ref()).await;
+    let (status, bytes, error) = match report.result {
+        Ok(fetched) => {
+            let bytes = fetched.body.len() as u64;
+            let ttl = effective_ttl(fetched.max_age, t.default_ttl, t.ttl_jitter);
+            match engine.writer.write(CacheEntry { key: task.key.clone(), value: fetched.body, ttl }).await {
+                Ok(()) => {
+                    engine.telemetry.cache_written(1);
+                    engine.recent.insert(task.key.clone(), Instant::now());
+                    (WarmStatus::Success, bytes, None)
+                }
+                Err(e) => (WarmStatus::CacheError, bytes, Some(e.to_string())),
+            }
+        }
+        Err(OriginError::NotFound) => (WarmStatus::NotFound, 0, Some(OriginError::NotFound.to_string())),
+        Err(e) => (WarmStatus::Failed, 0, Some(format!("{} after {} attempts", e, report.attempts))),
+    };
+    let took = started.elapsed();
+    engine.telemetry.warm_finished(&task.key, task.strategy, status, took, report.attempts);
+    let duration_ms = duration_ms(took);
+    engine.jobs.finish(
+        &task.job_id,
+        KeyOutcome::finished(task.key.clone(), status, report.attempts, duration_ms, error.clone()),
+    );
+    engine.events.emit(WarmCompleted {
+        key: task.key.clone(),
+        job_id: task.job_id.to_string(),
+        status,
+        duration_ms,
+        attempts: report.attempts,
+        bytes,
+        error,
+        completed_at: Utc::now(),
+    });
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    d.as_millis().min(u64::MAX as u128) as u64
+}
