@@ -11,7 +11,7 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -393,6 +393,8 @@ struct Recording {
     inner: MemoryCache,
     batches: Mutex<Vec<usize>>,
     fail: bool,
+    /// The next `set_many` panics (a buggy backend).
+    panic_next: AtomicBool,
 }
 
 impl Recording {
@@ -401,6 +403,7 @@ impl Recording {
             inner: MemoryCache::new(100_000, String::new()),
             batches: Mutex::new(Vec::new()),
             fail,
+            panic_next: AtomicBool::new(false),
         })
     }
 }
@@ -413,6 +416,9 @@ impl Cache for Recording {
     async fn set_many(&self, entries: &[CacheEntry]) -> Result<(), CacheError> {
         self.batches.lock().push(entries.len());
         tokio::time::sleep(Duration::from_millis(2)).await;
+        if self.panic_next.swap(false, Ordering::SeqCst) {
+            panic!("backend bug");
+        }
         if self.fail {
             return Err(CacheError::Unavailable("backend down".into()));
         }
@@ -462,7 +468,7 @@ async fn batch_writer_groups_concurrent_writes_within_the_limit() {
     let results = write_concurrently(&writer, 200, "k").await;
     assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
     let batches = cache.batches.lock().clone();
-    assert!(batches.iter().all(|&n| n >= 1 && n <= 50), "{batches:?}");
+    assert!(batches.iter().all(|n| (1..=50).contains(n)), "{batches:?}");
     assert_eq!(batches.iter().sum::<usize>(), 200);
     assert!(
         batches.len() < 200,
@@ -517,6 +523,23 @@ async fn batch_writer_reports_backend_errors_to_every_writer() {
             .all(|r| matches!(r, Err(CacheError::Unavailable(_)))),
         "{results:?}"
     );
+}
+
+#[tokio::test]
+async fn batch_writer_survives_a_panicking_backend() {
+    let cache = Recording::new(false);
+    let writer = BatchWriter::spawn(cache.clone(), tunables(Tunables::default()));
+    cache.panic_next.store(true, Ordering::SeqCst);
+    let err = writer
+        .write(entry("a", "v", Duration::from_secs(60)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CacheError::Command(_)), "{err}");
+    writer
+        .write(entry("b", "v", Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(cache.get("b").await.unwrap(), Some(Bytes::from("v")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

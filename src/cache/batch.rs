@@ -13,7 +13,10 @@
 //! The task ends once every handle is dropped and the queue is drained, so
 //! no accepted write is lost on shutdown.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+
+use futures::FutureExt;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -83,7 +86,16 @@ async fn run(mut rx: mpsc::Receiver<Job>, cache: Arc<dyn Cache>, tunables: Share
                 Err(_) => break,
             }
         }
-        let result = cache.set_many(&entries).await;
+        // A panicking backend must not take the writer down with it: every
+        // later write would fail. Its batch fails; the loop goes on.
+        let result = AssertUnwindSafe(cache.set_many(&entries))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                Err(CacheError::Command(
+                    "cache backend panicked while writing".into(),
+                ))
+            });
         if let Err(e) = &result {
             tracing::warn!(error = %e, entries = entries.len(), "cache batch write failed");
         }
