@@ -1,0 +1,127 @@
+//! A bounded "best `k`" selector: a min-heap of at most `k` entries, so
+//! choosing the top `k` of `n` candidates costs O(n log k) time and O(k)
+//! memory instead of sorting all `n`.
+//!
+//! Order: higher score first; equal scores by key ascending, so results are
+//! deterministic whatever order the candidates arrive in (the tracker's
+//! iteration order depends on a per-process random hash seed).
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+
+/// One candidate. `Ord` says "greater = better".
+#[derive(Debug, Clone)]
+struct Ranked {
+    score: f64,
+    key: String,
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Ranked {}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> Ordering {
+        better(self.score, &self.key, other.score, &other.key)
+    }
+}
+
+/// `Greater` when `(a_score, a_key)` ranks before `(b_score, b_key)`.
+fn better(a_score: f64, a_key: &str, b_score: f64, b_key: &str) -> Ordering {
+    a_score.total_cmp(&b_score).then_with(|| b_key.cmp(a_key))
+}
+
+/// Keeps the `k` best `(score, key)` pairs offered.
+#[derive(Debug)]
+pub struct TopK {
+    k: usize,
+    heap: BinaryHeap<Reverse<Ranked>>,
+}
+
+impl TopK {
+    pub fn new(k: usize) -> Self {
+        TopK {
+            k,
+            heap: BinaryHeap::with_capacity(k.min(4096)),
+        }
+    }
+
+    /// Offers a candidate; the key is copied only when it is kept. NaN scores
+    /// are treated as 0.
+    pub fn offer(&mut self, score: f64, key: &str) {
+        if self.k == 0 {
+            return;
+        }
+        let score = if score.is_nan() { 0.0 } else { score };
+        if self.heap.len() < self.k {
+            self.heap.push(Reverse(Ranked {
+                score,
+                key: key.to_string(),
+            }));
+            return;
+        }
+        let Some(Reverse(worst)) = self.heap.peek() else {
+            return;
+        };
+        if better(score, key, worst.score, &worst.key) == Ordering::Greater {
+            self.heap.pop();
+            self.heap.push(Reverse(Ranked {
+                score,
+                key: key.to_string(),
+            }));
+        }
+    }
+
+    /// The kept pairs, best first.
+    pub fn into_sorted(self) -> Vec<(String, f64)> {
+        // `into_sorted_vec` is ascending by `Reverse<Ranked>`, i.e. best first.
+        self.heap
+            .into_sorted_vec()
+            .into_iter()
+            .map(|Reverse(r)| (r.key, r.score))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_best_k_with_key_tiebreak() {
+        let mut t = TopK::new(3);
+        for (s, k) in [
+            (1.0, "a"),
+            (5.0, "b"),
+            (3.0, "c"),
+            (5.0, "a2"),
+            (0.5, "d"),
+            (3.0, "b2"),
+        ] {
+            t.offer(s, k);
+        }
+        let got: Vec<_> = t.into_sorted().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(got, ["a2", "b", "b2"]);
+    }
+
+    #[test]
+    fn zero_k_and_nan() {
+        let mut t = TopK::new(0);
+        t.offer(1.0, "a");
+        assert!(t.into_sorted().is_empty());
+        let mut t = TopK::new(2);
+        t.offer(f64::NAN, "n");
+        t.offer(-1.0, "m");
+        assert_eq!(t.into_sorted()[0].0, "n");
+    }
+}
