@@ -87,6 +87,11 @@ impl EventBus {
         self.tx.subscribe()
     }
 
+    /// In-process subscribers right now (open SSE streams).
+    pub fn subscriber_count(&self) -> usize {
+        self.tx.receiver_count()
+    }
+
     /// The NATS publisher, when configured.
     pub fn nats(&self) -> Option<&nats::NatsPublisher> {
         self.nats.as_ref()
