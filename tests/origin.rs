@@ -301,6 +301,52 @@ async fn refused_connection_is_a_connect_error() {
     assert_eq!(report.attempts, 2);
 }
 
+#[tokio::test]
+async fn redirects_are_followed_only_within_the_origin() {
+    let server = TestOrigin::start().await;
+    let other = TestOrigin::start().await;
+    let origin = http(&server);
+
+    server.set_redirect("moved", "/items/new-home");
+    let fetched = origin.fetch("moved", TIMEOUT).await.unwrap();
+    assert_eq!(fetched.body, "value-of:new-home");
+
+    // Another port, or another name for the same host, is another origin.
+    for location in [
+        format!("{}/items/x", other.base_url()),
+        format!("http://localhost:{}/items/x", server.addr().port()),
+    ] {
+        server.set_redirect("away", &location);
+        let err = origin.fetch("away", TIMEOUT).await.unwrap_err();
+        assert_eq!(
+            err,
+            OriginError::Status {
+                status: 302,
+                retry_after: None
+            },
+            "{location}"
+        );
+        assert!(!err.is_retryable());
+    }
+    assert_eq!(other.requests(), 0);
+    assert_eq!(server.requests_for("x"), 0);
+
+    // A redirect loop stops after a few hops.
+    server.set_redirect("loop", "/items/loop");
+    let err = origin.fetch("loop", TIMEOUT).await.unwrap_err();
+    assert_eq!(
+        err,
+        OriginError::Status {
+            status: 302,
+            retry_after: None
+        }
+    );
+    assert_eq!(
+        server.requests_for("loop"),
+        1 + warming::origin::http::MAX_REDIRECTS
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_holds_under_concurrency() {
     const RPS: u32 = 30;

@@ -6,8 +6,16 @@
 //! limit off.
 //!
 //! [`OriginLimiter::set_rate`] builds a fresh governor limiter and swaps it in
-//! (arc-swap); callers already waiting re-check against the new one when they
-//! wake, so a change takes effect without a restart.
+//! (arc-swap) and wakes the caller waiting for a slot, which re-checks against
+//! the new one: a change takes effect at once, without a restart. The new
+//! limiter starts with an empty history, so one request may pass immediately.
+//!
+//! # Waiting callers
+//! Callers that find the limiter busy queue on a fair (FIFO) async mutex and
+//! only the head of the queue sleeps until the next slot. Without the queue,
+//! every waiter would wake at the same instant for each slot and all but one
+//! would go back to sleep: a thundering herd of `waiters * rps` wake-ups per
+//! second with hundreds of workers.
 //!
 //! # Clock
 //! Governor reads time through a [`Clock`]; this module plugs in
@@ -18,6 +26,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
@@ -25,6 +34,7 @@ use governor::clock::Clock;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
+use tokio::sync::{Mutex, Notify};
 
 /// Governor clock that reads tokio's clock, which tests may pause.
 #[derive(Debug, Clone, Copy, Default)]
@@ -50,20 +60,34 @@ struct Active {
 pub struct OriginLimiter {
     /// `None` while unlimited.
     active: ArcSwapOption<Active>,
+    /// Held by the caller currently waiting for a slot; the others queue here.
+    turn: Mutex<()>,
+    /// Wakes the waiting caller when the rate changes.
+    rate_changed: Notify,
+    /// Whether the caller holding `turn` sleeps, and how many times it has
+    /// slept: a caller queued behind a sleep was rate limited, one queued
+    /// behind a mere check (nanoseconds) was not.
+    head_sleeping: AtomicBool,
+    sleeps: AtomicU64,
 }
 
 impl OriginLimiter {
     pub fn new(rps: u32) -> Self {
         OriginLimiter {
             active: ArcSwapOption::new(build(rps)),
+            turn: Mutex::new(()),
+            rate_changed: Notify::new(),
+            head_sleeping: AtomicBool::new(false),
+            sleeps: AtomicU64::new(0),
         }
     }
 
-    /// Takes effect for the next `acquire`, and for callers already waiting
-    /// when they next wake. Starts the new rate with a fresh (empty) history.
+    /// Takes effect at once, for the caller already waiting too. Starts the
+    /// new rate with a fresh (empty) history.
     pub fn set_rate(&self, rps: u32) {
         if self.rate() != rps {
             self.active.store(build(rps));
+            self.rate_changed.notify_waiters();
         }
     }
 
@@ -73,20 +97,44 @@ impl OriginLimiter {
     }
 
     /// Waits for a slot; returns true when the caller had to wait (a rate-limit hit).
+    ///
+    /// Cancel-safe: dropping the future gives up the caller's place in line.
     pub async fn acquire(&self) -> bool {
-        let mut waited = false;
+        if self.active.load().is_none() {
+            return false;
+        }
+        let (_turn, mut waited) = match self.turn.try_lock() {
+            Ok(turn) => (turn, false),
+            Err(_) => {
+                let sleeping = self.head_sleeping.load(Ordering::Acquire);
+                let sleeps = self.sleeps.load(Ordering::Acquire);
+                let turn = self.turn.lock().await;
+                (
+                    turn,
+                    sleeping || self.sleeps.load(Ordering::Acquire) != sleeps,
+                )
+            }
+        };
         loop {
+            // Registered before reading the limiter, so a change between the
+            // read and the sleep still wakes us.
+            let changed = self.rate_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             let Some(active) = self.active.load_full() else {
                 return waited;
             };
-            match active.gcra.check() {
+            let wait = match active.gcra.check() {
                 Ok(()) => return waited,
-                Err(not_until) => {
-                    waited = true;
-                    let wait = not_until.wait_time_from(TokioClock.now());
-                    drop(active);
-                    tokio::time::sleep(wait).await;
-                }
+                Err(not_until) => not_until.wait_time_from(TokioClock.now()),
+            };
+            waited = true;
+            drop(active);
+            self.sleeps.fetch_add(1, Ordering::AcqRel);
+            let _sleeping = Flag::raise(&self.head_sleeping);
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = &mut changed => {}
             }
         }
     }
@@ -97,6 +145,22 @@ impl std::fmt::Debug for OriginLimiter {
         f.debug_struct("OriginLimiter")
             .field("rps", &self.rate())
             .finish()
+    }
+}
+
+/// Raised while alive, lowered on drop (also when the caller is cancelled).
+struct Flag<'a>(&'a AtomicBool);
+
+impl<'a> Flag<'a> {
+    fn raise(flag: &'a AtomicBool) -> Self {
+        flag.store(true, Ordering::Release);
+        Flag(flag)
+    }
+}
+
+impl Drop for Flag<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 
@@ -163,6 +227,65 @@ mod tests {
         limiter.set_rate(2);
         let (elapsed, _) = time_acquires(&limiter, 5).await;
         assert!(elapsed >= Duration::from_secs(2), "{elapsed:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_caller_picks_up_a_new_rate() {
+        let limiter = Arc::new(OriginLimiter::new(1));
+        assert!(!limiter.acquire().await);
+        let waiter = tokio::spawn({
+            let limiter = limiter.clone();
+            async move {
+                let start = tokio::time::Instant::now();
+                (limiter.acquire().await, start.elapsed())
+            }
+        });
+        // Let the waiter start sleeping towards the next slot, 1 s away.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        limiter.set_rate(1_000);
+        let (waited, elapsed) = waiter.await.unwrap();
+        assert!(waited);
+        assert!(elapsed < Duration::from_millis(50), "{elapsed:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_are_served_in_order() {
+        let limiter = Arc::new(OriginLimiter::new(100));
+        let order = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let (limiter, order) = (limiter.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                limiter.acquire().await;
+                order.lock().push(i);
+            }));
+            // Queue them in a known order.
+            tokio::task::yield_now().await;
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(*order.lock(), (0..20).collect::<Vec<_>>());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn queueing_counts_as_a_hit_only_behind_a_sleep() {
+        let limiter = Arc::new(OriginLimiter::new(1_000));
+        for head_sleeps in [false, true] {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            // Play the head of the queue by hand.
+            let turn = limiter.turn.lock().await;
+            let waiter = tokio::spawn({
+                let limiter = limiter.clone();
+                async move { limiter.acquire().await }
+            });
+            tokio::task::yield_now().await;
+            if head_sleeps {
+                limiter.sleeps.fetch_add(1, Ordering::AcqRel);
+            }
+            drop(turn);
+            assert_eq!(waiter.await.unwrap(), head_sleeps);
+        }
     }
 
     #[tokio::test(start_paused = true)]

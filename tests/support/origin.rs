@@ -12,6 +12,7 @@
 //! | [`set_status`](TestOrigin::set_status) | permanent status for one key (e.g. 404) |
 //! | [`fail_next`](TestOrigin::fail_next) | the next answers for one key use these statuses, then 200 |
 //! | [`set_retry_after`](TestOrigin::set_retry_after) | `Retry-After: N` on every non-2xx |
+//! | [`set_redirect`](TestOrigin::set_redirect) | `302 Found` to a location instead of a 200 for one key |
 //!
 //! | question | accessor |
 //! |---|---|
@@ -82,6 +83,7 @@ struct Script {
     retry_after: Option<u64>,
     statuses: HashMap<String, u16>,
     fail_next: HashMap<String, VecDeque<u16>>,
+    redirects: HashMap<String, String>,
 }
 
 /// What the origin received; cleared by `reset_counts`.
@@ -177,6 +179,16 @@ impl TestOrigin {
     /// Adds `Retry-After: N` (seconds) to every non-2xx response.
     pub fn set_retry_after(&self, secs: Option<u64>) {
         self.state.script.lock().retry_after = secs;
+    }
+
+    /// Answers `302 Found` with `Location: location` where `key` would get a
+    /// 200 (scripted failures still come first).
+    pub fn set_redirect(&self, key: &str, location: &str) {
+        self.state
+            .script
+            .lock()
+            .redirects
+            .insert(key.to_string(), location.to_string());
     }
 
     /// Requests received on the item routes (stray paths not counted).
@@ -290,16 +302,34 @@ async fn answer(shared: &Shared, key: String) -> Response<Body> {
         log.times.push(Instant::now());
         *log.per_key.entry(key.clone()).or_default() += 1;
     }
-    let (latency, status, max_age, retry_after) = {
+    let (latency, status, max_age, retry_after, redirect) = {
         let mut script = shared.script.lock();
         let queued = script.fail_next.get_mut(&key).and_then(VecDeque::pop_front);
         let status = queued
             .or_else(|| script.statuses.get(&key).copied())
             .unwrap_or(200);
-        (script.latency, status, script.max_age, script.retry_after)
+        let redirect = script
+            .redirects
+            .get(&key)
+            .filter(|_| status == 200)
+            .cloned();
+        (
+            script.latency,
+            status,
+            script.max_age,
+            script.retry_after,
+            redirect,
+        )
     };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
+    }
+    if let Some(location) = redirect {
+        let mut response = plain(StatusCode::FOUND, format!("moved to {location}"));
+        let location =
+            HeaderValue::from_str(&location).expect("redirect location is a header value");
+        response.headers_mut().insert(header::LOCATION, location);
+        return response;
     }
     let status = StatusCode::from_u16(status).expect("valid status code in test script");
     if status.is_success() {
