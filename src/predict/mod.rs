@@ -1,9 +1,19 @@
-//! Predictors: which keys will be hot in the next window. (stub: being written)
+//! Predictors: which keys will be hot in the next window.
+//!
+//! A [`Predictor`] reads the [`AccessTracker`] and returns up to `limit` keys,
+//! best first. The spec's heuristic is [`HeuristicPredictor`]; an ML
+//! predictor would implement the same trait (its features would come from the
+//! tracker's [`AccessTracker::for_each`], or from its own history) and be
+//! registered in [`by_name`] and [`crate::config::PREDICTORS`].
+
+pub mod heuristic;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::access::AccessTracker;
+
+pub use heuristic::HeuristicPredictor;
 
 /// One predicted key and its score (higher = hotter).
 #[derive(Debug, Clone, PartialEq)]
@@ -16,8 +26,36 @@ pub struct Prediction {
 pub trait Predictor: Send + Sync {
     fn name(&self) -> &'static str;
     /// Up to `limit` keys, best first.
-    fn predict(&self, tracker: &AccessTracker, now_unix_secs: u64, window: Duration, limit: usize) -> Vec<Prediction>;
+    fn predict(
+        &self,
+        tracker: &AccessTracker,
+        now_unix_secs: u64,
+        window: Duration,
+        limit: usize,
+    ) -> Vec<Prediction>;
 }
 
-/// The predictor configured by name (see [`crate::config::PREDICTORS`]).
-pub fn by_name(_name: &str) -> Option<Arc<dyn Predictor>> { todo!() }
+/// The predictor configured by name (see [`crate::config::PREDICTORS`]);
+/// `None` for an unknown name.
+pub fn by_name(name: &str) -> Option<Arc<dyn Predictor>> {
+    match name.trim().to_ascii_lowercase().as_str() {
+        heuristic::NAME => Some(Arc::new(HeuristicPredictor)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn by_name_knows_every_configured_predictor() {
+        for name in crate::config::PREDICTORS {
+            let p = by_name(name).unwrap_or_else(|| panic!("{name} unknown"));
+            assert_eq!(p.name(), *name);
+        }
+        assert!(by_name("Heuristic").is_some());
+        assert!(by_name("lstm").is_none());
+        assert!(by_name("").is_none());
+    }
+}
