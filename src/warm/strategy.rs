@@ -63,9 +63,13 @@ pub fn plan(
 
 /// Drops repeated keys, keeping the first occurrence and the order.
 fn dedup(keys: Vec<String>) -> Vec<String> {
-    let mut seen: HashSet<String> = HashSet::with_capacity(keys.len());
+    let keep: Vec<bool> = {
+        let mut seen: HashSet<&str> = HashSet::with_capacity(keys.len());
+        keys.iter().map(|k| seen.insert(k.as_str())).collect()
+    };
     keys.into_iter()
-        .filter(|k| seen.insert(k.clone()))
+        .zip(keep)
+        .filter_map(|(k, keep)| keep.then_some(k))
         .collect()
 }
 
