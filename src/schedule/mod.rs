@@ -753,6 +753,24 @@ mod tests {
             assert_eq!(f, field, "{spec:?}: {m}");
             assert!(m.contains(needle), "{spec:?}: {m:?} lacks {needle:?}");
         }
+        let pattern = |pattern: &str, limit| ScheduleAction::Pattern {
+            pattern: pattern.into(),
+            limit,
+        };
+        let (f, m) = field_of(
+            s.add(spec("ok", "* * * * *", pattern("user:{a,b}", 10)))
+                .unwrap_err(),
+        );
+        assert_eq!(f, "action.pattern", "{m}");
+        let (f, _) = field_of(
+            s.add(spec("ok", "* * * * *", pattern("user:*", 0)))
+                .unwrap_err(),
+        );
+        assert_eq!(f, "action.limit");
+        s.add(spec("pat", "* * * * *", pattern("user:*:profile", 100)))
+            .unwrap();
+        s.remove("pat").unwrap();
+
         let mut bad_tz = spec("ok", "* * * * *", p.clone());
         bad_tz.timezone = Some("Mars/Olympus".into());
         assert_eq!(field_of(s.add(bad_tz).unwrap_err()).0, "timezone");
