@@ -5,7 +5,8 @@
 //! Each attempt waits for the [`OriginLimiter`] (reporting
 //! [`FetchObserver::rate_limited`] when it had to wait), makes one origin
 //! request bounded by `policy.timeout`, and reports it with
-//! [`FetchObserver::attempt`]. Only errors whose
+//! [`FetchObserver::attempt`] (except [`OriginError::InvalidKey`], which is
+//! refused before any request is made). Only errors whose
 //! [`OriginError::is_retryable`] is true are retried (timeouts, connection
 //! errors, 429, 5xx); a 404 or another 4xx is final at once.
 //!
@@ -99,7 +100,10 @@ impl GuardedOrigin {
             }
             let start = tokio::time::Instant::now();
             let result = self.origin.fetch(key, policy.timeout).await;
-            observer.attempt(key, start.elapsed(), result.as_ref().map(|_| ()));
+            // A key the origin cannot even be asked for made no request.
+            if !matches!(result, Err(OriginError::InvalidKey(_))) {
+                observer.attempt(key, start.elapsed(), result.as_ref().map(|_| ()));
+            }
             result
         };
         let result = attempt
@@ -239,10 +243,11 @@ mod tests {
             status(403, Some(1)),
             OriginError::InvalidKey("x".into()),
         ] {
+            let requested = !matches!(error, OriginError::InvalidKey(_));
             let (report, observer, elapsed) = run(vec![error.clone()], 5, 0).await;
             assert_eq!(report.result, Err(error));
             assert_eq!(report.attempts, 1);
-            assert_eq!(observer.attempts.lock().len(), 1);
+            assert_eq!(observer.attempts.lock().len(), usize::from(requested));
             assert!(elapsed < Duration::from_millis(100));
         }
     }
