@@ -46,6 +46,10 @@
 //! up to 24 bytes of key; longer keys add a heap allocation of their
 //! length), 5 x `u32` counts and one `u32` holding the last access (29 bits
 //! of seconds since the tracker's base, ~17 years) and the observed span.
+//! The base is set by the first access (one history before it, aligned on
+//! a bucket) and moved forward, in one pass over all keys with every shard
+//! locked, if a later timestamp no longer fits (e.g. when the first access
+//! recorded was at time 0): the tracker never stops counting.
 //! The tables are hashbrown Swiss tables (1 control byte per bucket, at most
 //! 7/8 full, power-of-two sizes); the number of shards (16..=32) is chosen
 //! so that each shard's cap just fits a power-of-two table, e.g. 18 shards of
@@ -367,13 +371,20 @@ impl AccessTracker {
         u64::from(self.bucket_secs) * BUCKETS as u64
     }
 
+    /// The base a tracker whose newest access is `at` would choose: one full
+    /// history before `at`, aligned on a bucket.
+    fn base_before(&self, at: u64) -> u64 {
+        let bs = u64::from(self.bucket_secs);
+        at.saturating_sub(self.history_secs()) / bs * bs
+    }
+
+    /// The base, set from `at` if no access was recorded yet.
     fn base_for(&self, at: u64) -> u64 {
         let base = self.base.load(Ordering::Relaxed);
         if base != UNSET {
             return base;
         }
-        let bs = u64::from(self.bucket_secs);
-        let candidate = at.saturating_sub(self.history_secs()) / bs * bs;
+        let candidate = self.base_before(at);
         match self
             .base
             .compare_exchange(UNSET, candidate, Ordering::Relaxed, Ordering::Relaxed)
@@ -400,15 +411,53 @@ impl AccessTracker {
         if self.max_keys == 0 {
             return;
         }
-        let base = self.base_for(at_unix_secs);
+        let hash = self.hasher.hash_one(key);
+        let mutex = self.shard_of(hash);
+        let mut shard = mutex.lock();
+        // The base is read with the shard locked: a rebase holds every lock.
+        let mut base = self.base_for(at_unix_secs);
+        if at_unix_secs.saturating_sub(base) > u64::from(LAST_MASK) {
+            drop(shard);
+            self.rebase(at_unix_secs);
+            shard = mutex.lock();
+            base = self.base.load(Ordering::Relaxed);
+        }
         if at_unix_secs < base {
             return;
         }
         let rel = self.rel(base, at_unix_secs);
-        let hash = self.hasher.hash_one(key);
-        self.shard_of(hash)
-            .lock()
-            .record(hash, key, rel, self.bucket_secs, &self.hasher);
+        shard.record(hash, key, rel, self.bucket_secs, &self.hasher);
+    }
+
+    /// Moves the base forward so that `at` fits the 29-bit relative times
+    /// again (after ~17 years of timestamps, or when the very first access
+    /// recorded was very old, e.g. `at = 0`). Every shard is locked; stored
+    /// times are shifted; keys whose last access falls before the new base
+    /// are outside the history anyway and keep zero counts.
+    #[cold]
+    fn rebase(&self, at: u64) {
+        let mut guards: Vec<_> = self.shards.iter().map(|s| s.0.lock()).collect();
+        let base = self.base.load(Ordering::Relaxed);
+        if base == UNSET || at.saturating_sub(base) <= u64::from(LAST_MASK) {
+            return; // done by another thread meanwhile
+        }
+        let new_base = self.base_before(at);
+        let delta = new_base - base;
+        for g in guards.iter_mut() {
+            g.latest = u64::from(g.latest).saturating_sub(delta) as u32;
+            for e in g.table.iter_mut() {
+                let last = u64::from(e.slot.last());
+                if last >= delta {
+                    e.slot.set((last - delta) as u32, e.slot.span());
+                } else {
+                    e.slot = Slot {
+                        counts: [0; BUCKETS],
+                        meta: 0,
+                    };
+                }
+            }
+        }
+        self.base.store(new_base, Ordering::Relaxed);
     }
 
     /// Keys currently tracked.
@@ -441,27 +490,24 @@ impl AccessTracker {
 
     /// The newest access time recorded (unix seconds), if any.
     pub fn latest_unix_secs(&self) -> Option<u64> {
-        let base = self.base.load(Ordering::Relaxed);
-        if base == UNSET {
-            return None;
-        }
-        let latest = self
-            .shards
+        self.shards
             .iter()
-            .map(|s| s.0.lock().latest)
+            .filter_map(|s| {
+                let s = s.0.lock();
+                let base = self.base.load(Ordering::Relaxed);
+                (base != UNSET).then(|| base + u64::from(s.latest))
+            })
             .max()
-            .unwrap_or(0);
-        Some(base + u64::from(latest))
     }
 
     pub fn stats(&self, key: &str, now_unix_secs: u64) -> Option<KeyStats> {
+        let hash = self.hasher.hash_one(key);
+        let shard = self.shard_of(hash).lock();
         let base = self.base.load(Ordering::Relaxed);
         if base == UNSET {
             return None;
         }
         let now_rel = self.rel(base, now_unix_secs);
-        let hash = self.hasher.hash_one(key);
-        let shard = self.shard_of(hash).lock();
         let e = shard.table.find(hash, |e| e.key.as_str() == key)?;
         Some(e.slot.stats(now_rel, now_unix_secs, base, self.bucket_secs))
     }
@@ -469,13 +515,13 @@ impl AccessTracker {
     /// Calls `f` for every tracked key, one shard locked at a time (`f` must
     /// not call back into the tracker). Order is unspecified.
     pub fn for_each(&self, now_unix_secs: u64, f: &mut dyn FnMut(&str, &KeyStats)) {
-        let base = self.base.load(Ordering::Relaxed);
-        if base == UNSET {
-            return;
-        }
-        let now_rel = self.rel(base, now_unix_secs);
         for shard in self.shards.iter() {
             let shard = shard.0.lock();
+            let base = self.base.load(Ordering::Relaxed);
+            if base == UNSET {
+                return;
+            }
+            let now_rel = self.rel(base, now_unix_secs);
             for e in shard.table.iter() {
                 let st = e.slot.stats(now_rel, now_unix_secs, base, self.bucket_secs);
                 f(e.key.as_str(), &st);
@@ -493,8 +539,6 @@ impl AccessTracker {
         let Some(latest) = self.latest_unix_secs() else {
             return Vec::new();
         };
-        let base = self.base.load(Ordering::Relaxed);
-        let now_bucket = self.rel(base, latest) / self.bucket_secs;
         if let Some(key) = pattern.as_literal() {
             let hash = self.hasher.hash_one(key);
             let shard = self.shard_of(hash).lock();
@@ -507,6 +551,8 @@ impl AccessTracker {
         let mut top = topk::TopK::new(limit);
         for shard in self.shards.iter() {
             let shard = shard.0.lock();
+            let base = self.base.load(Ordering::Relaxed);
+            let now_bucket = self.rel(base, latest) / self.bucket_secs;
             for e in shard.table.iter() {
                 if pattern.is_match(&e.key) {
                     top.offer(
@@ -664,6 +710,30 @@ mod tests {
         assert_eq!(caps.len(), 18);
         assert_eq!(layout(10), vec![10]);
         assert_eq!(layout(0), vec![0]);
+    }
+
+    #[test]
+    fn very_old_first_access_does_not_break_the_clock() {
+        let t = tracker(100);
+        t.record("ancient", 0);
+        t.record("ancient2", 5);
+        t.record("k", T0);
+        t.record("k", T0 + B);
+        t.record("ancient", T0 + B + 10);
+        let s = t.stats("k", T0 + B + 20).unwrap();
+        assert_eq!(s.total, 2);
+        assert_eq!(s.since_last_access_secs, 20);
+        assert!(close(s.accesses_per_hour, 2.0 / 0.5), "{s:?}");
+        let a = t.stats("ancient", T0 + B + 20).unwrap();
+        assert_eq!(a.total, 1);
+        assert_eq!(a.since_last_access_secs, 10);
+        assert_eq!(t.stats("ancient2", T0).unwrap().total, 0);
+        assert_eq!(t.latest_unix_secs(), Some(T0 + B + 10));
+        // Years later, still exact.
+        let later = T0 + (1 << 30);
+        t.record("k", later);
+        assert_eq!(t.stats("k", later).unwrap().total, 1);
+        assert_eq!(t.stats("k", later + 7).unwrap().since_last_access_secs, 7);
     }
 
     #[test]
