@@ -736,6 +736,46 @@ mod tests {
         assert_eq!(t.stats("k", later + 7).unwrap().since_last_access_secs, 7);
     }
 
+    proptest::proptest! {
+        /// In-order accesses against a naive model that keeps every timestamp.
+        #[test]
+        fn stats_match_a_naive_model(
+            steps in proptest::collection::vec((0usize..4, 0u64..400), 1..200),
+            extra in 0u64..2000,
+        ) {
+            const BS: u64 = 300;
+            let t = AccessTracker::new(100, Duration::from_secs(BS));
+            let names = ["a", "b", "c", "d"];
+            let mut times: Vec<Vec<u64>> = vec![Vec::new(); 4];
+            let mut at = T0 + 17;
+            for (k, dt) in &steps {
+                at += dt;
+                t.record(names[*k], at);
+                times[*k].push(at);
+            }
+            let now = at + extra;
+            let now_b = now / BS;
+            for (k, ts) in times.iter().enumerate() {
+                let Some(s) = t.stats(names[k], now) else {
+                    proptest::prop_assert!(ts.is_empty());
+                    continue;
+                };
+                let age = |x: &u64| now_b - x / BS;
+                let total = ts.iter().filter(|x| age(x) < 5).count() as f64;
+                let recent = ts.iter().filter(|x| age(x) < 2).count() as f64;
+                let span = (age(&ts[0]) + 1).min(5) as f64;
+                let h = BS as f64 / 3600.0;
+                proptest::prop_assert_eq!(s.total as f64, total);
+                proptest::prop_assert!(close(s.accesses_per_hour, total / (span * h)));
+                proptest::prop_assert!(close(s.recent_per_hour, recent / (span.min(2.0) * h)));
+                let hist_span = span - span.min(2.0);
+                let hist = if hist_span == 0.0 { 0.0 } else { (total - recent) / (hist_span * h) };
+                proptest::prop_assert!(close(s.historical_per_hour, hist));
+                proptest::prop_assert_eq!(s.since_last_access_secs, now - ts.last().unwrap());
+            }
+        }
+    }
+
     #[test]
     fn zero_cap_tracks_nothing() {
         let t = tracker(0);
