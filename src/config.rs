@@ -184,9 +184,23 @@ impl Tunables {
     /// Every violated bound, one entry per field.
     pub fn validate(&self) -> Result<(), Vec<FieldError>> {
         let mut e = Vec::new();
-        check_range(&mut e, "max_origin_rps", self.max_origin_rps, 0, 1_000_000, "");
+        check_range(
+            &mut e,
+            "max_origin_rps",
+            self.max_origin_rps,
+            0,
+            1_000_000,
+            "",
+        );
         check_range(&mut e, "max_batch_size", self.max_batch_size, 1, 10_000, "");
-        check_range(&mut e, "concurrent_warmers", self.concurrent_warmers, 1, 1024, "");
+        check_range(
+            &mut e,
+            "concurrent_warmers",
+            self.concurrent_warmers,
+            1,
+            1024,
+            "",
+        );
         check_duration(
             &mut e,
             "default_ttl",
@@ -229,7 +243,14 @@ impl Tunables {
                 message: format!("{} is out of range; allowed 0.0..=0.5", self.ttl_jitter),
             });
         }
-        check_range(&mut e, "emergency_window", self.emergency_window, 1, 10_000, "");
+        check_range(
+            &mut e,
+            "emergency_window",
+            self.emergency_window,
+            1,
+            10_000,
+            "",
+        );
         check_duration(
             &mut e,
             "emergency_cooldown",
@@ -247,7 +268,14 @@ impl Tunables {
                 ),
             });
         }
-        check_range(&mut e, "predictive_limit", self.predictive_limit, 1, 100_000, "");
+        check_range(
+            &mut e,
+            "predictive_limit",
+            self.predictive_limit,
+            1,
+            100_000,
+            "",
+        );
         check_duration(
             &mut e,
             "predict_window",
@@ -292,9 +320,9 @@ pub enum DurationInput {
 impl DurationInput {
     fn resolve(&self, field: &str, unit: Duration) -> Result<Duration, FieldError> {
         match self {
-            DurationInput::Nanos(n) => {
-                Ok(Duration::from_nanos((unit.as_nanos() as u64).saturating_mul(*n)))
-            }
+            DurationInput::Nanos(n) => Ok(Duration::from_nanos(
+                (unit.as_nanos() as u64).saturating_mul(*n),
+            )),
             DurationInput::Text(s) => parse_duration_text(s).map_err(|m| FieldError {
                 field: field.to_string(),
                 message: m,
@@ -334,14 +362,26 @@ pub struct TunablesUpdate {
 impl TunablesUpdate {
     /// `base` with this update applied, validated; `base` itself is untouched.
     /// `duration_unit` is what a bare number means (nanoseconds over HTTP).
-    pub fn apply_to(&self, base: &Tunables, duration_unit: Duration) -> Result<Tunables, Vec<FieldError>> {
+    pub fn apply_to(
+        &self,
+        base: &Tunables,
+        duration_unit: Duration,
+    ) -> Result<Tunables, Vec<FieldError>> {
         let mut t = base.clone();
         let mut errors = Vec::new();
         macro_rules! plain {
             ($($f:ident),*) => { $( if let Some(v) = &self.$f { t.$f = v.clone(); } )* };
         }
-        plain!(max_origin_rps, max_batch_size, concurrent_warmers, retry_attempts, ttl_jitter,
-               emergency_window, predictor, predictive_limit);
+        plain!(
+            max_origin_rps,
+            max_batch_size,
+            concurrent_warmers,
+            retry_attempts,
+            ttl_jitter,
+            emergency_window,
+            predictor,
+            predictive_limit
+        );
         macro_rules! durations {
             ($($f:ident),*) => { $(
                 if let Some(v) = &self.$f {
@@ -352,18 +392,32 @@ impl TunablesUpdate {
                 }
             )* };
         }
-        durations!(default_ttl, origin_timeout, backoff_base, emergency_threshold,
-                   min_rewarm_interval, emergency_cooldown, predict_window);
+        durations!(
+            default_ttl,
+            origin_timeout,
+            backoff_base,
+            emergency_threshold,
+            min_rewarm_interval,
+            emergency_cooldown,
+            predict_window
+        );
         if let Some(s) = &self.default_strategy {
             match s.parse() {
                 Ok(st) => t.default_strategy = st,
-                Err(m) => errors.push(FieldError { field: "default_strategy".into(), message: m }),
+                Err(m) => errors.push(FieldError {
+                    field: "default_strategy".into(),
+                    message: m,
+                }),
             }
         }
         if let Err(mut e) = t.validate() {
             errors.append(&mut e);
         }
-        if errors.is_empty() { Ok(t) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(t)
+        } else {
+            Err(errors)
+        }
     }
 }
 
@@ -441,7 +495,9 @@ impl ServiceConfig {
             if !url.contains("{key}") {
                 e.push(FieldError {
                     field: "origin_url".into(),
-                    message: format!("{url:?} has no {{key}} placeholder, e.g. http://origin:8080/items/{{key}}"),
+                    message: format!(
+                        "{url:?} has no {{key}} placeholder, e.g. http://origin:8080/items/{{key}}"
+                    ),
                 });
             } else if !(url.starts_with("http://") || url.starts_with("https://")) {
                 e.push(FieldError {
@@ -456,16 +512,29 @@ impl ServiceConfig {
         {
             e.push(FieldError {
                 field: "cache_url".into(),
-                message: format!("{:?}: allowed schemes are memory:// and redis://", self.cache_url),
+                message: format!(
+                    "{:?}: allowed schemes are memory:// and redis://",
+                    self.cache_url
+                ),
             });
         }
         if self.timezone.parse::<chrono_tz::Tz>().is_err() {
             e.push(FieldError {
                 field: "timezone".into(),
-                message: format!("{:?} is not an IANA time zone such as UTC or Europe/Paris", self.timezone),
+                message: format!(
+                    "{:?} is not an IANA time zone such as UTC or Europe/Paris",
+                    self.timezone
+                ),
             });
         }
-        check_range(&mut e, "tracker_max_keys", self.tracker_max_keys, 1_000, 100_000_000, "");
+        check_range(
+            &mut e,
+            "tracker_max_keys",
+            self.tracker_max_keys,
+            1_000,
+            100_000_000,
+            "",
+        );
         check_duration(
             &mut e,
             "tracker_bucket",
@@ -473,13 +542,44 @@ impl ServiceConfig {
             Duration::from_secs(1),
             Duration::from_secs(86_400),
         );
-        check_range(&mut e, "max_keys_per_request", self.max_keys_per_request, 1, 1_000_000, "");
+        check_range(
+            &mut e,
+            "max_keys_per_request",
+            self.max_keys_per_request,
+            1,
+            1_000_000,
+            "",
+        );
         check_range(&mut e, "max_key_len", self.max_key_len, 1, 65_536, "");
-        check_range(&mut e, "max_body_bytes", self.max_body_bytes, 1024, 1 << 30, "");
-        check_range(&mut e, "jobs_retained", self.jobs_retained, 1, 1_000_000, "");
-        check_range(&mut e, "memory_cache_capacity", self.memory_cache_capacity, 1, u64::MAX, "");
+        check_range(
+            &mut e,
+            "max_body_bytes",
+            self.max_body_bytes,
+            1024,
+            1 << 30,
+            "",
+        );
+        check_range(
+            &mut e,
+            "jobs_retained",
+            self.jobs_retained,
+            1,
+            1_000_000,
+            "",
+        );
+        check_range(
+            &mut e,
+            "memory_cache_capacity",
+            self.memory_cache_capacity,
+            1,
+            u64::MAX,
+            "",
+        );
         if self.nats_subject.is_empty() || self.nats_subject.contains(' ') {
-            e.push(FieldError { field: "nats_subject".into(), message: "must be a non-empty NATS subject without spaces".into() });
+            e.push(FieldError {
+                field: "nats_subject".into(),
+                message: "must be a non-empty NATS subject without spaces".into(),
+            });
         }
         if e.is_empty() { Ok(()) } else { Err(e) }
     }
@@ -587,7 +687,10 @@ impl Layer<'_> {
             };
             match parsed {
                 Ok(d) => *target = d,
-                Err(m) => self.errors.push(FieldError { field: field.to_string(), message: m }),
+                Err(m) => self.errors.push(FieldError {
+                    field: field.to_string(),
+                    message: m,
+                }),
             }
         }
     }
@@ -629,7 +732,11 @@ impl Settings {
             }
             None => None,
         };
-        let mut l = Layer { file: table.as_ref(), env, errors: Vec::new() };
+        let mut l = Layer {
+            file: table.as_ref(),
+            env,
+            errors: Vec::new(),
+        };
         let mut t = Tunables::default();
         l.parse("max_origin_rps", &mut t.max_origin_rps);
         l.parse("max_batch_size", &mut t.max_batch_size);
@@ -688,7 +795,10 @@ impl Settings {
             errors.append(&mut e);
         }
         if errors.is_empty() {
-            Ok(Settings { tunables: t, service: s })
+            Ok(Settings {
+                tunables: t,
+                service: s,
+            })
         } else {
             Err(ConfigError(errors))
         }
@@ -701,13 +811,40 @@ pub type SharedTunables = std::sync::Arc<arc_swap::ArcSwap<Tunables>>;
 
 /// Every setting name (lower case; the variable is `WARMING_` + upper case).
 pub const KNOWN_FIELDS: &[&str] = &[
-    "max_origin_rps", "max_batch_size", "concurrent_warmers", "default_ttl", "origin_timeout",
-    "retry_attempts", "backoff_base", "emergency_threshold", "default_strategy",
-    "min_rewarm_interval", "ttl_jitter", "emergency_window", "emergency_cooldown", "predictor",
-    "predictive_limit", "predict_window", "listen", "origin_url", "cache_url", "cache_prefix",
-    "memory_cache_capacity", "nats_url", "nats_subject", "nats_stream", "api_token", "state_dir",
-    "timezone", "builtin_schedules", "tracker_max_keys", "tracker_bucket", "max_keys_per_request",
-    "max_key_len", "max_body_bytes", "jobs_retained",
+    "max_origin_rps",
+    "max_batch_size",
+    "concurrent_warmers",
+    "default_ttl",
+    "origin_timeout",
+    "retry_attempts",
+    "backoff_base",
+    "emergency_threshold",
+    "default_strategy",
+    "min_rewarm_interval",
+    "ttl_jitter",
+    "emergency_window",
+    "emergency_cooldown",
+    "predictor",
+    "predictive_limit",
+    "predict_window",
+    "listen",
+    "origin_url",
+    "cache_url",
+    "cache_prefix",
+    "memory_cache_capacity",
+    "nats_url",
+    "nats_subject",
+    "nats_stream",
+    "api_token",
+    "state_dir",
+    "timezone",
+    "builtin_schedules",
+    "tracker_max_keys",
+    "tracker_bucket",
+    "max_keys_per_request",
+    "max_key_len",
+    "max_body_bytes",
+    "jobs_retained",
 ];
 
 #[cfg(test)]
@@ -715,7 +852,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -774,7 +914,11 @@ mod tests {
     fn file_then_env() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.toml");
-        std::fs::write(&path, "max_origin_rps = 7\nconcurrent_warmers = 3\ndefault_ttl = \"2m\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "max_origin_rps = 7\nconcurrent_warmers = 3\ndefault_ttl = \"2m\"\n",
+        )
+        .unwrap();
         let s = Settings::load(Some(&path), &env(&[("WARMING_CONCURRENT_WARMERS", "4")])).unwrap();
         assert_eq!(s.tunables.max_origin_rps, 7);
         assert_eq!(s.tunables.concurrent_warmers, 4);
@@ -787,8 +931,10 @@ mod tests {
     #[test]
     fn update_is_validated_and_leaves_base_alone() {
         let base = Tunables::default();
-        let upd: TunablesUpdate =
-            serde_json::from_str(r#"{"max_origin_rps": 200, "default_ttl": "10m", "backoff_base": 5000000}"#).unwrap();
+        let upd: TunablesUpdate = serde_json::from_str(
+            r#"{"max_origin_rps": 200, "default_ttl": "10m", "backoff_base": 5000000}"#,
+        )
+        .unwrap();
         let t = upd.apply_to(&base, Duration::from_nanos(1)).unwrap();
         assert_eq!(t.max_origin_rps, 200);
         assert_eq!(t.default_ttl, Duration::from_secs(600));

@@ -20,7 +20,10 @@ pub fn validate_key(key: &str, max_len: usize) -> Result<(), KeyError> {
         return Err(KeyError::Empty);
     }
     if key.len() > max_len {
-        return Err(KeyError::TooLong { len: key.len(), max: max_len });
+        return Err(KeyError::TooLong {
+            len: key.len(),
+            max: max_len,
+        });
     }
     if key.chars().any(char::is_control) {
         return Err(KeyError::Control(key.chars().take(64).collect()));
@@ -40,8 +43,14 @@ mod tests {
         assert!(validate_key("user:1:profile", 10).is_err());
         assert!(validate_key("user:1", 10).is_ok());
         assert_eq!(validate_key("", 10), Err(KeyError::Empty));
-        assert!(matches!(validate_key("a\nb", 10), Err(KeyError::Control(_))));
-        assert!(matches!(validate_key("..", 10), Err(KeyError::DotSegment(_))));
+        assert!(matches!(
+            validate_key("a\nb", 10),
+            Err(KeyError::Control(_))
+        ));
+        assert!(matches!(
+            validate_key("..", 10),
+            Err(KeyError::DotSegment(_))
+        ));
         assert!(validate_key("../admin", 10).is_ok());
     }
 }

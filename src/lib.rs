@@ -40,3 +40,8 @@ pub mod readthrough;
 pub mod schedule;
 pub mod telemetry;
 pub mod warm;
+
+/// Compiles the Rust examples of the README, so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -43,10 +43,19 @@ enum Command {
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { listen, config, grace, log_json } => {
-            let filter = EnvFilter::try_from_env("WARMING_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+        Command::Serve {
+            listen,
+            config,
+            grace,
+            log_json,
+        } => {
+            let filter =
+                EnvFilter::try_from_env("WARMING_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
             if log_json {
-                tracing_subscriber::fmt().json().with_env_filter(filter).init();
+                tracing_subscriber::fmt()
+                    .json()
+                    .with_env_filter(filter)
+                    .init();
             } else {
                 tracing_subscriber::fmt().with_env_filter(filter).init();
             }
@@ -71,14 +80,20 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn serve(listen: Option<String>, config: Option<PathBuf>, grace: Duration) -> anyhow::Result<()> {
+async fn serve(
+    listen: Option<String>,
+    config: Option<PathBuf>,
+    grace: Duration,
+) -> anyhow::Result<()> {
     let mut settings = Settings::load(config.as_deref(), &ProcessEnv)?;
     if let Some(l) = listen {
         settings.service.listen = l;
     }
     match &settings.service.origin_url {
         Some(url) => tracing::info!(origin = %url, "origin"),
-        None => tracing::warn!("WARMING_ORIGIN_URL is not set: using the built-in demo origin (synthetic values)"),
+        None => tracing::warn!(
+            "WARMING_ORIGIN_URL is not set: using the built-in demo origin (synthetic values)"
+        ),
     }
     let listener = tokio::net::TcpListener::bind(&settings.service.listen)
         .await

@@ -210,8 +210,20 @@ pub struct JobView {
 
 impl KeyOutcome {
     /// Outcome of a finished key.
-    pub fn finished(key: String, status: WarmStatus, attempts: u32, duration_ms: u64, error: Option<String>) -> Self {
-        KeyOutcome { key, status: status.as_str().to_string(), attempts: Some(attempts), duration_ms: Some(duration_ms), error }
+    pub fn finished(
+        key: String,
+        status: WarmStatus,
+        attempts: u32,
+        duration_ms: u64,
+        error: Option<String>,
+    ) -> Self {
+        KeyOutcome {
+            key,
+            status: status.as_str().to_string(),
+            attempts: Some(attempts),
+            duration_ms: Some(duration_ms),
+            error,
+        }
     }
 }
 

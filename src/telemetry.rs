@@ -105,8 +105,12 @@ impl Telemetry {
             None,
             "Keys warmed to completion (success or failure), by strategy".into(),
         );
-        let jobs_by_strategy = Strategy::ALL.map(|s| labelled(names::JOBS_TOTAL, "strategy", s.as_str()));
-        let success = counter(names::SUCCESS_TOTAL, "Keys fetched and written to the cache");
+        let jobs_by_strategy =
+            Strategy::ALL.map(|s| labelled(names::JOBS_TOTAL, "strategy", s.as_str()));
+        let success = counter(
+            names::SUCCESS_TOTAL,
+            "Keys fetched and written to the cache",
+        );
         let failure = counter(names::FAILURE_TOTAL, "Keys that could not be warmed");
         recorder.describe_counter(
             names::FAILURES_BY_REASON.into(),
@@ -121,25 +125,75 @@ impl Telemetry {
             "Time to warm one key (origin attempts + cache write)".into(),
         );
         let duration = recorder.register_histogram(&Key::from_name(names::DURATION_SECONDS), &META);
-        let origin_requests = counter(names::ORIGIN_REQUESTS_TOTAL, "Requests sent to the origin, retries included");
-        let rate_limit_hits = counter(names::RATE_LIMIT_HITS_TOTAL, "Origin requests that had to wait for the rate limiter");
-        let emergency_stops = counter(names::EMERGENCY_STOPS_TOTAL, "Automatic emergency stops on high origin latency");
+        let origin_requests = counter(
+            names::ORIGIN_REQUESTS_TOTAL,
+            "Requests sent to the origin, retries included",
+        );
+        let rate_limit_hits = counter(
+            names::RATE_LIMIT_HITS_TOTAL,
+            "Origin requests that had to wait for the rate limiter",
+        );
+        let emergency_stops = counter(
+            names::EMERGENCY_STOPS_TOTAL,
+            "Automatic emergency stops on high origin latency",
+        );
         let cache_writes = counter(names::CACHE_WRITES_TOTAL, "Values written to the cache");
-        let deduplicated = counter(names::DEDUPLICATED_TOTAL, "Keys not queued because already queued or in flight");
-        let skipped_recent = counter(names::SKIPPED_RECENT_TOTAL, "Keys skipped because warmed within min_rewarm_interval");
-        let accesses = counter(names::ACCESSES_TOTAL, "Key accesses recorded for prediction");
-        recorder.describe_counter(names::CACHE_READS_TOTAL.into(), None, "GET /cache reads by result (hit, miss, coalesced)".into());
-        let cache_reads = ["hit", "miss", "coalesced"].map(|r| labelled(names::CACHE_READS_TOTAL, "result", r));
-        recorder.describe_gauge(names::QUEUE_LENGTH.into(), None, "Keys waiting in the warm queue".into());
+        let deduplicated = counter(
+            names::DEDUPLICATED_TOTAL,
+            "Keys not queued because already queued or in flight",
+        );
+        let skipped_recent = counter(
+            names::SKIPPED_RECENT_TOTAL,
+            "Keys skipped because warmed within min_rewarm_interval",
+        );
+        let accesses = counter(
+            names::ACCESSES_TOTAL,
+            "Key accesses recorded for prediction",
+        );
+        recorder.describe_counter(
+            names::CACHE_READS_TOTAL.into(),
+            None,
+            "GET /cache reads by result (hit, miss, coalesced)".into(),
+        );
+        let cache_reads =
+            ["hit", "miss", "coalesced"].map(|r| labelled(names::CACHE_READS_TOTAL, "result", r));
+        recorder.describe_gauge(
+            names::QUEUE_LENGTH.into(),
+            None,
+            "Keys waiting in the warm queue".into(),
+        );
         let queue_length = recorder.register_gauge(&Key::from_name(names::QUEUE_LENGTH), &META);
-        recorder.describe_gauge(names::EMERGENCY_ACTIVE.into(), None, "1 while dispatch is stopped".into());
-        let emergency_active = recorder.register_gauge(&Key::from_name(names::EMERGENCY_ACTIVE), &META);
-        let events_dropped = counter(names::EVENTS_DROPPED_TOTAL, "Warm-completed events NATS could not take");
+        recorder.describe_gauge(
+            names::EMERGENCY_ACTIVE.into(),
+            None,
+            "1 while dispatch is stopped".into(),
+        );
+        let emergency_active =
+            recorder.register_gauge(&Key::from_name(names::EMERGENCY_ACTIVE), &META);
+        let events_dropped = counter(
+            names::EVENTS_DROPPED_TOTAL,
+            "Warm-completed events NATS could not take",
+        );
         // Make every series visible from the first scrape.
-        for c in jobs_by_strategy.iter().chain(&failure_by_reason).chain(&cache_reads) {
+        for c in jobs_by_strategy
+            .iter()
+            .chain(&failure_by_reason)
+            .chain(&cache_reads)
+        {
             c.increment(0);
         }
-        for c in [&success, &failure, &origin_requests, &rate_limit_hits, &emergency_stops, &cache_writes, &deduplicated, &skipped_recent, &accesses, &events_dropped] {
+        for c in [
+            &success,
+            &failure,
+            &origin_requests,
+            &rate_limit_hits,
+            &emergency_stops,
+            &cache_writes,
+            &deduplicated,
+            &skipped_recent,
+            &accesses,
+            &events_dropped,
+        ] {
             c.increment(0);
         }
         queue_length.set(0.0);
@@ -183,12 +237,24 @@ impl Telemetry {
     }
 
     /// One key finished warming.
-    pub fn warm_finished(&self, key: &str, strategy: Strategy, status: WarmStatus, took: Duration, attempts: u32) {
-        let idx = Strategy::ALL.iter().position(|s| *s == strategy).unwrap_or(0);
+    pub fn warm_finished(
+        &self,
+        key: &str,
+        strategy: Strategy,
+        status: WarmStatus,
+        took: Duration,
+        attempts: u32,
+    ) {
+        let idx = Strategy::ALL
+            .iter()
+            .position(|s| *s == strategy)
+            .unwrap_or(0);
         self.jobs_by_strategy[idx].increment(1);
         self.mirror.jobs.fetch_add(1, Ordering::Relaxed);
         self.duration.record(took.as_secs_f64());
-        self.mirror.duration_micros.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.mirror
+            .duration_micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
         match status {
             WarmStatus::Success => {
                 self.success.increment(1);
@@ -281,7 +347,11 @@ impl Telemetry {
             jobs_total: jobs,
             success_total: success,
             failure_total: m.failure.load(Ordering::Relaxed),
-            success_rate: if jobs == 0 { 0.0 } else { success as f64 / jobs as f64 },
+            success_rate: if jobs == 0 {
+                0.0
+            } else {
+                success as f64 / jobs as f64
+            },
             origin_requests: m.origin_requests.load(Ordering::Relaxed),
             cache_writes: m.cache_writes.load(Ordering::Relaxed),
             rate_limit_hits: m.rate_limit_hits.load(Ordering::Relaxed),
@@ -303,17 +373,41 @@ mod tests {
     #[test]
     fn render_uses_the_spec_names_and_agrees_with_snapshot() {
         let t = Telemetry::new();
-        t.warm_finished("a", Strategy::Breadth, WarmStatus::Success, Duration::from_millis(20), 1);
-        t.warm_finished("b", Strategy::Breadth, WarmStatus::Failed, Duration::from_millis(40), 4);
+        t.warm_finished(
+            "a",
+            Strategy::Breadth,
+            WarmStatus::Success,
+            Duration::from_millis(20),
+            1,
+        );
+        t.warm_finished(
+            "b",
+            Strategy::Breadth,
+            WarmStatus::Failed,
+            Duration::from_millis(40),
+            4,
+        );
         t.origin_request();
         t.cache_written(1);
         let text = t.render();
-        assert!(text.contains("warming_jobs_total{strategy=\"breadth\"} 2"), "{text}");
-        assert!(text.contains("warming_jobs_total{strategy=\"selective\"} 0"), "{text}");
+        assert!(
+            text.contains("warming_jobs_total{strategy=\"breadth\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("warming_jobs_total{strategy=\"selective\"} 0"),
+            "{text}"
+        );
         assert!(text.contains("warming_success_total 1"), "{text}");
         assert!(text.contains("warming_failure_total 1"), "{text}");
-        assert!(text.contains("warming_duration_seconds{quantile=\"0.5\"}"), "{text}");
-        assert!(text.contains("warming_duration_seconds{quantile=\"0.99\"}"), "{text}");
+        assert!(
+            text.contains("warming_duration_seconds{quantile=\"0.5\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("warming_duration_seconds{quantile=\"0.99\"}"),
+            "{text}"
+        );
         assert!(text.contains("warming_origin_requests_total 1"), "{text}");
         assert!(text.contains("warming_cache_writes_total 1"), "{text}");
         assert!(text.contains("warming_emergency_stops_total 0"), "{text}");

@@ -27,7 +27,10 @@ async fn warm_key_fetches_and_reports_like_the_spec() {
     let job_id = body["job_id"].as_str().unwrap();
     let parts: Vec<&str> = job_id.split('-').collect();
     assert_eq!(parts[0], "warm", "{job_id}");
-    assert!(parts[1].parse::<u64>().unwrap() > 1_700_000_000_000, "{job_id}");
+    assert!(
+        parts[1].parse::<u64>().unwrap() > 1_700_000_000_000,
+        "{job_id}"
+    );
     assert!(parts[2].parse::<u64>().is_ok(), "{job_id}");
     assert!(body["estimated_time_ms"].is_u64());
 
@@ -41,7 +44,12 @@ async fn warm_key_fetches_and_reports_like_the_spec() {
     assert_eq!(origin.requests_for("user:123:profile"), 1);
 
     // The value is in the cache: reading it does not touch the origin.
-    let r = srv.http.get(format!("{}/cache/user:123:profile", srv.url)).send().await.unwrap();
+    let r = srv
+        .http
+        .get(format!("{}/cache/user:123:profile", srv.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["x-cache"], "hit");
     assert_eq!(r.text().await.unwrap(), "value-of:user:123:profile");
@@ -63,10 +71,23 @@ async fn status_agrees_with_metrics() {
     let origin = TestOrigin::start().await;
     origin.set_status("gone", 404);
     let srv = TestServer::start(settings(&origin.url_template())).await;
-    let (_, body) = srv.post("/warm/key", json!({"keys": ["a", "b", "gone"], "strategy": "breadth"})).await;
+    let (_, body) = srv
+        .post(
+            "/warm/key",
+            json!({"keys": ["a", "b", "gone"], "strategy": "breadth"}),
+        )
+        .await;
     srv.wait_job(body["job_id"].as_str().unwrap(), WAIT).await;
     let (_, st) = srv.get("/warm/status").await;
-    let text = srv.http.get(format!("{}/metrics", srv.url)).send().await.unwrap().text().await.unwrap();
+    let text = srv
+        .http
+        .get(format!("{}/metrics", srv.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let metric = |line_start: &str| -> f64 {
         text.lines()
             .find(|l| l.starts_with(line_start))
@@ -78,15 +99,39 @@ async fn status_agrees_with_metrics() {
             .unwrap()
     };
     let m = &st["metrics"];
-    assert_eq!(metric("warming_jobs_total{strategy=\"breadth\"}"), m["jobs_total"].as_f64().unwrap());
-    assert_eq!(metric("warming_success_total "), m["success_total"].as_f64().unwrap());
-    assert_eq!(metric("warming_failure_total "), m["failure_total"].as_f64().unwrap());
-    assert_eq!(metric("warming_origin_requests_total "), m["origin_requests"].as_f64().unwrap());
-    assert_eq!(metric("warming_cache_writes_total "), m["cache_writes"].as_f64().unwrap());
-    assert_eq!(metric("warming_rate_limit_hits_total "), m["rate_limit_hits"].as_f64().unwrap());
-    assert_eq!(metric("warming_emergency_stops_total "), m["emergency_stops"].as_f64().unwrap());
+    assert_eq!(
+        metric("warming_jobs_total{strategy=\"breadth\"}"),
+        m["jobs_total"].as_f64().unwrap()
+    );
+    assert_eq!(
+        metric("warming_success_total "),
+        m["success_total"].as_f64().unwrap()
+    );
+    assert_eq!(
+        metric("warming_failure_total "),
+        m["failure_total"].as_f64().unwrap()
+    );
+    assert_eq!(
+        metric("warming_origin_requests_total "),
+        m["origin_requests"].as_f64().unwrap()
+    );
+    assert_eq!(
+        metric("warming_cache_writes_total "),
+        m["cache_writes"].as_f64().unwrap()
+    );
+    assert_eq!(
+        metric("warming_rate_limit_hits_total "),
+        m["rate_limit_hits"].as_f64().unwrap()
+    );
+    assert_eq!(
+        metric("warming_emergency_stops_total "),
+        m["emergency_stops"].as_f64().unwrap()
+    );
     assert_eq!(m["failure_total"], 1);
-    assert!(text.contains("warming_duration_seconds{quantile=\"0.95\"}"), "{text}");
+    assert!(
+        text.contains("warming_duration_seconds{quantile=\"0.95\"}"),
+        "{text}"
+    );
     srv.shutdown().await;
 }
 
@@ -101,30 +146,151 @@ async fn bad_input_gets_a_json_error_and_queues_nothing() {
     let long_key = "k".repeat(65);
     let many: Vec<String> = (0..101).map(|i| format!("k{i}")).collect();
     let cases: Vec<(&str, String, StatusCode, &str)> = vec![
-        ("/warm/key", "{not json".into(), StatusCode::BAD_REQUEST, "malformed_json"),
-        ("/warm/key", "".into(), StatusCode::BAD_REQUEST, "malformed_json"),
-        ("/warm/key", json!({"keys": ["a"], "colour": 1}).to_string(), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("/warm/key", json!({"keys": ["a"], "strategy": "random"}).to_string(), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("/warm/key", json!({"keys": ["a"], "priority": 101}).to_string(), StatusCode::BAD_REQUEST, "invalid_priority"),
-        ("/warm/key", json!({"keys": ["a"], "priority": -1}).to_string(), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("/warm/key", json!({"keys": []}).to_string(), StatusCode::BAD_REQUEST, "invalid_keys"),
-        ("/warm/key", json!({"keys": [""]}).to_string(), StatusCode::BAD_REQUEST, "invalid_key"),
-        ("/warm/key", json!({"keys": ["ok", long_key]}).to_string(), StatusCode::BAD_REQUEST, "invalid_key"),
-        ("/warm/key", json!({"keys": ["a\nb"]}).to_string(), StatusCode::BAD_REQUEST, "invalid_key"),
-        ("/warm/key", json!({"keys": many}).to_string(), StatusCode::BAD_REQUEST, "too_many_keys"),
-        ("/warm/key", format!("{{\"keys\": [\"{}\"]}}", "x".repeat(70_000)), StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-        ("/warm/pattern", json!({"pattern": "user:{a,b}"}).to_string(), StatusCode::BAD_REQUEST, "invalid_pattern"),
-        ("/warm/pattern", json!({"pattern": "user:[ab"}).to_string(), StatusCode::BAD_REQUEST, "invalid_pattern"),
-        ("/warm/pattern", json!({"pattern": ""}).to_string(), StatusCode::BAD_REQUEST, "invalid_pattern"),
-        ("/warm/pattern", json!({"pattern": "*", "limit": 0}).to_string(), StatusCode::BAD_REQUEST, "invalid_limit"),
-        ("/warm/pattern", json!({"limit": 5}).to_string(), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("/warm/trigger-predictive", json!({"limit": 1000}).to_string(), StatusCode::BAD_REQUEST, "invalid_limit"),
-        ("/warm/trigger-predictive", json!({"lmit": 10}).to_string(), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("/warm/access", json!({}).to_string(), StatusCode::BAD_REQUEST, "invalid_keys"),
-        ("/warm/access", json!({"events": [{"key": "a", "at": "yesterday"}]}).to_string(), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("/warm/access", json!({"events": [{"key": "a", "at": 9_999_999_999u64}]}).to_string(), StatusCode::BAD_REQUEST, "invalid_time"),
-        ("/warm/config", json!({"concurrent_warmers": 0}).to_string(), StatusCode::BAD_REQUEST, "invalid_config"),
-        ("/warm/schedules", json!({"name": "x", "cron": "61 * * * *", "action": {"type": "keys", "keys": ["a"]}}).to_string(), StatusCode::BAD_REQUEST, "invalid_schedule"),
+        (
+            "/warm/key",
+            "{not json".into(),
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            "/warm/key",
+            "".into(),
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            "/warm/key",
+            json!({"keys": ["a"], "colour": 1}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "/warm/key",
+            json!({"keys": ["a"], "strategy": "random"}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "/warm/key",
+            json!({"keys": ["a"], "priority": 101}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_priority",
+        ),
+        (
+            "/warm/key",
+            json!({"keys": ["a"], "priority": -1}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "/warm/key",
+            json!({"keys": []}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_keys",
+        ),
+        (
+            "/warm/key",
+            json!({"keys": [""]}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_key",
+        ),
+        (
+            "/warm/key",
+            json!({"keys": ["ok", long_key]}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_key",
+        ),
+        (
+            "/warm/key",
+            json!({"keys": ["a\nb"]}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_key",
+        ),
+        (
+            "/warm/key",
+            json!({"keys": many}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "too_many_keys",
+        ),
+        (
+            "/warm/key",
+            format!("{{\"keys\": [\"{}\"]}}", "x".repeat(70_000)),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
+            "/warm/pattern",
+            json!({"pattern": "user:{a,b}"}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_pattern",
+        ),
+        (
+            "/warm/pattern",
+            json!({"pattern": "user:[ab"}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_pattern",
+        ),
+        (
+            "/warm/pattern",
+            json!({"pattern": ""}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_pattern",
+        ),
+        (
+            "/warm/pattern",
+            json!({"pattern": "*", "limit": 0}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_limit",
+        ),
+        (
+            "/warm/pattern",
+            json!({"limit": 5}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "/warm/trigger-predictive",
+            json!({"limit": 1000}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_limit",
+        ),
+        (
+            "/warm/trigger-predictive",
+            json!({"lmit": 10}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "/warm/access",
+            json!({}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_keys",
+        ),
+        (
+            "/warm/access",
+            json!({"events": [{"key": "a", "at": "yesterday"}]}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            "/warm/access",
+            json!({"events": [{"key": "a", "at": 9_999_999_999u64}]}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_time",
+        ),
+        (
+            "/warm/config",
+            json!({"concurrent_warmers": 0}).to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_config",
+        ),
+        (
+            "/warm/schedules",
+            json!({"name": "x", "cron": "61 * * * *", "action": {"type": "keys", "keys": ["a"]}})
+                .to_string(),
+            StatusCode::BAD_REQUEST,
+            "invalid_schedule",
+        ),
     ];
     for (path, body, want_status, want_code) in cases {
         let (status, resp) = srv.post_raw(path, body).await;
@@ -164,7 +330,12 @@ async fn spec_curl_examples_without_content_type_work() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     // trigger-predictive takes no body at all.
-    let r = srv.http.post(format!("{}/warm/trigger-predictive", srv.url)).send().await.unwrap();
+    let r = srv
+        .http
+        .post(format!("{}/warm/trigger-predictive", srv.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["success"], true);
@@ -194,20 +365,48 @@ async fn config_reports_nanoseconds_and_updates_atomically() {
     assert_eq!(body["config"]["max_origin_rps"], 200);
     assert_eq!(body["config"]["default_strategy"], "selective");
     // The pool follows the new size without a restart.
-    srv.wait_status(WAIT, "3 workers", |s| s["worker_status"].as_array().unwrap().len() == 3).await;
+    srv.wait_status(WAIT, "3 workers", |s| {
+        s["worker_status"].as_array().unwrap().len() == 3
+    })
+    .await;
 
     // One bad field: 400 naming it and its range, and nothing changes.
-    let (status, body) = srv.post("/warm/config", json!({"max_batch_size": 7, "retry_attempts": 99})).await;
+    let (status, body) = srv
+        .post(
+            "/warm/config",
+            json!({"max_batch_size": 7, "retry_attempts": 99}),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(body["error"]["fields"][0]["field"], "retry_attempts", "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("0..=20"), "{body}");
-    let (status, body) = srv.post("/warm/config", json!({"default_ttl": "soon"})).await;
+    assert_eq!(
+        body["error"]["fields"][0]["field"], "retry_attempts",
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("0..=20"),
+        "{body}"
+    );
+    let (status, body) = srv
+        .post("/warm/config", json!({"default_ttl": "soon"}))
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["fields"][0]["field"], "default_ttl", "{body}");
     let (_, after) = srv.get("/warm/config").await;
-    assert_eq!(after["config"]["max_batch_size"], 100, "a rejected update changes nothing");
-    let (status, _) = srv.post("/warm/config", json!({"listen": "0.0.0.0:1"})).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "static settings cannot change at run time");
+    assert_eq!(
+        after["config"]["max_batch_size"], 100,
+        "a rejected update changes nothing"
+    );
+    let (status, _) = srv
+        .post("/warm/config", json!({"listen": "0.0.0.0:1"}))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "static settings cannot change at run time"
+    );
     srv.shutdown().await;
 }
 
@@ -227,14 +426,32 @@ async fn bearer_token_guards_every_mutating_endpoint() {
         "/warm/resume",
         "/warm/schedules",
     ] {
-        let r = srv.http.post(format!("{}{path}", srv.url)).body("{}").send().await.unwrap();
+        let r = srv
+            .http
+            .post(format!("{}{path}", srv.url))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
         let body: Value = r.json().await.unwrap();
         assert_eq!(error_code(&body), "unauthorized");
-        let r = srv.http.post(format!("{}{path}", srv.url)).bearer_auth("wrong").body("{}").send().await.unwrap();
+        let r = srv
+            .http
+            .post(format!("{}{path}", srv.url))
+            .bearer_auth("wrong")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
     }
-    let r = srv.http.delete(format!("{}/warm/schedules/x", srv.url)).send().await.unwrap();
+    let r = srv
+        .http
+        .delete(format!("{}/warm/schedules/x", srv.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let r = srv
         .http
@@ -255,10 +472,26 @@ async fn bearer_token_guards_every_mutating_endpoint() {
 async fn health_readiness_and_metrics() {
     let origin = TestOrigin::start().await;
     let srv = TestServer::start(settings(&origin.url_template())).await;
-    assert_eq!(srv.get("/healthz").await, (StatusCode::OK, json!({"status": "ok"})));
-    assert_eq!(srv.get("/readyz").await, (StatusCode::OK, json!({"status": "ready"})));
-    let r = srv.http.get(format!("{}/metrics", srv.url)).send().await.unwrap();
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert_eq!(
+        srv.get("/healthz").await,
+        (StatusCode::OK, json!({"status": "ok"}))
+    );
+    assert_eq!(
+        srv.get("/readyz").await,
+        (StatusCode::OK, json!({"status": "ready"}))
+    );
+    let r = srv
+        .http
+        .get(format!("{}/metrics", srv.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
     let text = r.text().await.unwrap();
     for name in [
         "warming_jobs_total{strategy=\"selective\"}",
@@ -280,7 +513,10 @@ async fn health_readiness_and_metrics() {
 async fn access_records_feed_prediction() {
     let origin = TestOrigin::start().await;
     let srv = TestServer::start(settings(&origin.url_template())).await;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
     let mut events = Vec::new();
     for i in 0..30 {
         events.push(json!({"key": "hot:1", "at": now - i as f64}));
@@ -289,12 +525,20 @@ async fn access_records_feed_prediction() {
         events.push(json!({"key": "warm:2", "at": now - 60.0 * i as f64}));
     }
     events.push(json!({"key": "cold:3", "at": chrono::Utc::now().to_rfc3339()}));
-    let (status, body) = srv.post("/warm/access", json!({"events": events, "keys": ["hot:1"]})).await;
+    let (status, body) = srv
+        .post("/warm/access", json!({"events": events, "keys": ["hot:1"]}))
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["recorded"], 42);
-    let (status, body) = srv.post("/warm/trigger-predictive", json!({"limit": 2})).await;
+    let (status, body) = srv
+        .post("/warm/trigger-predictive", json!({"limit": 2}))
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["keys"], json!(["hot:1", "warm:2"]), "hottest first, limited to 2");
+    assert_eq!(
+        body["keys"],
+        json!(["hot:1", "warm:2"]),
+        "hottest first, limited to 2"
+    );
     assert_eq!(body["queued"], 2);
     let job = srv.wait_job(body["job_id"].as_str().unwrap(), WAIT).await;
     assert_eq!(job["source"], "predictive");
@@ -310,10 +554,30 @@ async fn schedules_endpoints() {
     let srv = TestServer::start(s).await;
     let (status, body) = srv.get("/warm/schedules").await;
     assert_eq!(status, StatusCode::OK);
-    let names: Vec<&str> = body["schedules"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert!(names.contains(&"daily-warmup") && names.contains(&"hourly-refresh") && names.contains(&"peak-hours-warmup"), "{body}");
-    let crons: Vec<&str> = body["schedules"].as_array().unwrap().iter().map(|s| s["cron"].as_str().unwrap()).collect();
-    assert!(crons.contains(&"0 2 * * *") && crons.contains(&"0 * * * *") && crons.contains(&"0 7,11,17 * * *"), "{body}");
+    let names: Vec<&str> = body["schedules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"daily-warmup")
+            && names.contains(&"hourly-refresh")
+            && names.contains(&"peak-hours-warmup"),
+        "{body}"
+    );
+    let crons: Vec<&str> = body["schedules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["cron"].as_str().unwrap())
+        .collect();
+    assert!(
+        crons.contains(&"0 2 * * *")
+            && crons.contains(&"0 * * * *")
+            && crons.contains(&"0 7,11,17 * * *"),
+        "{body}"
+    );
 
     let spec = json!({"name": "nightly-catalog", "cron": "30 1 * * *", "timezone": "Europe/Paris",
         "action": {"type": "pattern", "pattern": "catalog:*", "limit": 500}, "priority": 60, "strategy": "breadth"});
@@ -353,9 +617,19 @@ async fn read_through_errors_map_to_statuses() {
     assert_eq!(status, StatusCode::BAD_GATEWAY);
     assert_eq!(error_code(&body), "origin_error");
     assert_eq!(origin.requests_for("broken"), 2, "one retry");
-    let r = srv.http.get(format!("{}/cache/new:key", srv.url)).send().await.unwrap();
+    let r = srv
+        .http
+        .get(format!("{}/cache/new:key", srv.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers()["x-cache"], "miss");
-    let r = srv.http.get(format!("{}/cache/new:key", srv.url)).send().await.unwrap();
+    let r = srv
+        .http
+        .get(format!("{}/cache/new:key", srv.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers()["x-cache"], "hit");
     srv.shutdown().await;
 }

@@ -22,7 +22,10 @@ const REDIS: &str = "redis://127.0.0.1:6379/10";
 const NATS: &str = "nats://127.0.0.1:4222";
 
 fn unique(tag: &str) -> String {
-    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     format!("{tag}{}{n}", std::process::id())
 }
 
@@ -55,17 +58,33 @@ async fn warmed_values_land_in_redis_with_a_ttl() {
         let k = format!("{prefix}item:{i}");
         let v: Option<String> = conn.get(&k).await.unwrap();
         assert_eq!(v.as_deref(), Some(format!("value-of:item:{i}").as_str()));
-        let pttl: i64 = redis::cmd("PTTL").arg(&k).query_async(&mut conn).await.unwrap();
-        assert!((110_000..=132_000).contains(&pttl), "TTL 120 s + up to 10% jitter, got {pttl} ms");
+        let pttl: i64 = redis::cmd("PTTL")
+            .arg(&k)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(
+            (110_000..=132_000).contains(&pttl),
+            "TTL 120 s + up to 10% jitter, got {pttl} ms"
+        );
     }
     // Origin max-age wins over the default TTL.
     origin.set_max_age(Some(30));
     let (_, body) = srv.post("/warm/key", json!({"keys": ["short:1"]})).await;
     srv.wait_job(body["job_id"].as_str().unwrap(), WAIT).await;
-    let pttl: i64 = redis::cmd("PTTL").arg(format!("{prefix}short:1")).query_async(&mut conn).await.unwrap();
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{prefix}short:1"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert!((25_000..=33_000).contains(&pttl), "{pttl}");
     let _: () = redis::cmd("DEL")
-        .arg((0..40).map(|i| format!("{prefix}item:{i}")).chain([format!("{prefix}short:1")]).collect::<Vec<_>>())
+        .arg(
+            (0..40)
+                .map(|i| format!("{prefix}item:{i}"))
+                .chain([format!("{prefix}short:1")])
+                .collect::<Vec<_>>(),
+        )
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -88,8 +107,18 @@ async fn pattern_warming_finds_cached_keys_with_scan() {
     s.service.cache_url = REDIS.into();
     s.service.cache_prefix = prefix.clone();
     let srv = TestServer::start(s).await;
-    let (_, body) = srv.post("/warm/pattern", json!({"pattern": "product:1?", "limit": 100})).await;
-    let mut matched: Vec<String> = body["matched_keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().into()).collect();
+    let (_, body) = srv
+        .post(
+            "/warm/pattern",
+            json!({"pattern": "product:1?", "limit": 100}),
+        )
+        .await;
+    let mut matched: Vec<String> = body["matched_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().into())
+        .collect();
     matched.sort();
     let mut want: Vec<String> = (10..20).map(|i| format!("product:{i}")).collect();
     want.sort();
@@ -97,11 +126,27 @@ async fn pattern_warming_finds_cached_keys_with_scan() {
     srv.wait_job(body["job_id"].as_str().unwrap(), WAIT).await;
     let v: String = conn.get(format!("{prefix}product:15")).await.unwrap();
     assert_eq!(v, "value-of:product:15", "refreshed from the origin");
-    let (_, body) = srv.post("/warm/pattern", json!({"pattern": "product:*", "limit": 50})).await;
-    assert_eq!(body["matched_keys"].as_array().unwrap().len(), 50, "limit caps the match");
+    let (_, body) = srv
+        .post(
+            "/warm/pattern",
+            json!({"pattern": "product:*", "limit": 50}),
+        )
+        .await;
+    assert_eq!(
+        body["matched_keys"].as_array().unwrap().len(),
+        50,
+        "limit caps the match"
+    );
     srv.wait_job(body["job_id"].as_str().unwrap(), WAIT).await;
-    let keys: Vec<String> = (0..300).map(|i| format!("{prefix}product:{i}")).chain([format!("{prefix}other:1")]).collect();
-    let _: () = redis::cmd("DEL").arg(keys).query_async(&mut conn).await.unwrap();
+    let keys: Vec<String> = (0..300)
+        .map(|i| format!("{prefix}product:{i}"))
+        .chain([format!("{prefix}other:1")])
+        .collect();
+    let _: () = redis::cmd("DEL")
+        .arg(keys)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     srv.shutdown().await;
 }
 
@@ -130,14 +175,23 @@ async fn events_arrive_over_sse_and_nats() {
     });
     let deadline = std::time::Instant::now() + WAIT;
     while srv.engine().events().subscriber_count() == 0 {
-        assert!(std::time::Instant::now() < deadline, "SSE subscription never connected");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SSE subscription never connected"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let (_, body) = srv.post("/warm/key", json!({"keys": ["ev:1", "ev:2", "ev:missing"]})).await;
+    let (_, body) = srv
+        .post("/warm/key", json!({"keys": ["ev:1", "ev:2", "ev:missing"]}))
+        .await;
     let job_id = body["job_id"].as_str().unwrap().to_string();
     let mut got: Vec<WarmCompleted> = Vec::new();
     while got.len() < 3 {
-        let ev = tokio::time::timeout(WAIT, rx.recv()).await.expect("event in time").expect("stream open").expect("event decodes");
+        let ev = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .expect("event in time")
+            .expect("stream open")
+            .expect("event decodes");
         got.push(ev);
     }
     got.sort_by(|a, b| a.key.cmp(&b.key));

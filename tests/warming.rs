@@ -14,7 +14,12 @@ use support::server::{TestServer, settings};
 const WAIT: Duration = Duration::from_secs(15);
 
 fn keys_of(body: &Value, field: &str) -> Vec<String> {
-    body[field].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect()
+    body[field]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect()
 }
 
 #[tokio::test]
@@ -30,20 +35,31 @@ async fn rate_limit_holds_including_retries() {
     let srv = TestServer::start(s).await;
     let keys: Vec<String> = (0..40).map(|i| format!("rl:{i}")).collect();
     let (_, body) = srv.post("/warm/key", json!({"keys": keys})).await;
-    let job = srv.wait_job(body["job_id"].as_str().unwrap(), Duration::from_secs(20)).await;
+    let job = srv
+        .wait_job(body["job_id"].as_str().unwrap(), Duration::from_secs(20))
+        .await;
     assert_eq!(job["succeeded"], 40, "{job}");
     let times = origin.request_times();
     assert_eq!(times.len(), 48);
     let span = times.last().unwrap().duration_since(times[0]).as_secs_f64();
     let rate = (times.len() - 1) as f64 / span;
-    assert!(rate <= 15.0 * 1.05, "origin saw {rate:.2} req/s with a limit of 15");
+    assert!(
+        rate <= 15.0 * 1.05,
+        "origin saw {rate:.2} req/s with a limit of 15"
+    );
     // Over every 1 s window, at most limit + 1 requests.
     for (i, t) in times.iter().enumerate() {
-        let in_window = times[i..].iter().take_while(|u| u.duration_since(*t) < Duration::from_secs(1)).count();
+        let in_window = times[i..]
+            .iter()
+            .take_while(|u| u.duration_since(*t) < Duration::from_secs(1))
+            .count();
         assert!(in_window <= 16, "{in_window} requests within 1 s");
     }
     let (_, st) = srv.get("/warm/status").await;
-    assert!(st["metrics"]["rate_limit_hits"].as_u64().unwrap() > 0, "{st}");
+    assert!(
+        st["metrics"]["rate_limit_hits"].as_u64().unwrap() > 0,
+        "{st}"
+    );
     assert_eq!(st["metrics"]["origin_requests"], 48);
     srv.shutdown().await;
 }
@@ -60,14 +76,30 @@ async fn flaky_origin_is_retried_with_backoff_and_404_is_not() {
     s.tunables.backoff_base = Duration::from_millis(50);
     let srv = TestServer::start(s).await;
     let started = Instant::now();
-    let (_, body) = srv.post("/warm/key", json!({"keys": ["flaky", "doomed", "gone", "bad"]})).await;
+    let (_, body) = srv
+        .post(
+            "/warm/key",
+            json!({"keys": ["flaky", "doomed", "gone", "bad"]}),
+        )
+        .await;
     let job = srv.wait_job(body["job_id"].as_str().unwrap(), WAIT).await;
-    let outcome = |k: &str| job["keys"].as_array().unwrap().iter().find(|o| o["key"] == k).unwrap().clone();
+    let outcome = |k: &str| {
+        job["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["key"] == k)
+            .unwrap()
+            .clone()
+    };
     assert_eq!(outcome("flaky")["status"], "success", "{job}");
     assert_eq!(outcome("flaky")["attempts"], 3);
     assert_eq!(outcome("doomed")["status"], "failed");
     assert_eq!(outcome("doomed")["attempts"], 4, "1 + retry_attempts");
-    assert!(outcome("doomed")["error"].as_str().unwrap().contains("500"), "{job}");
+    assert!(
+        outcome("doomed")["error"].as_str().unwrap().contains("500"),
+        "{job}"
+    );
     assert_eq!(outcome("gone")["status"], "not_found");
     assert_eq!(outcome("gone")["attempts"], 1);
     assert_eq!(outcome("bad")["status"], "failed");
@@ -77,7 +109,11 @@ async fn flaky_origin_is_retried_with_backoff_and_404_is_not() {
     assert_eq!(origin.requests_for("gone"), 1);
     assert_eq!(origin.requests_for("bad"), 1);
     // Backoff 50 + 100 + 200 ms (jitter only adds) before the last attempt of "doomed".
-    assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
     let (_, st) = srv.get("/warm/status").await;
     assert_eq!(st["metrics"]["failure_total"], 3);
     assert_eq!(st["metrics"]["success_total"], 1);
@@ -98,25 +134,48 @@ async fn emergency_stop_trips_on_a_slow_origin_and_recovers_by_itself() {
     let keys: Vec<String> = (0..60).map(|i| format!("slow:{i}")).collect();
     let (_, body) = srv.post("/warm/key", json!({"keys": keys})).await;
     let job_id = body["job_id"].as_str().unwrap().to_string();
-    let st = srv.wait_status(WAIT, "emergency stop", |s| s["emergency_stop"] == true).await;
-    assert!(st["emergency_reason"].as_str().unwrap().contains("p95"), "{st}");
+    let st = srv
+        .wait_status(WAIT, "emergency stop", |s| s["emergency_stop"] == true)
+        .await;
+    assert!(
+        st["emergency_reason"].as_str().unwrap().contains("p95"),
+        "{st}"
+    );
     assert_eq!(st["metrics"]["emergency_stops"], 1);
     // Dispatch has stopped; queued work is kept, not dropped.
     tokio::time::sleep(Duration::from_millis(400)).await;
     let before = origin.requests();
     tokio::time::sleep(Duration::from_millis(700)).await;
     let during = origin.requests() - before;
-    assert!(during <= 3, "only probes reach the origin while stopped, got {during}");
+    assert!(
+        during <= 3,
+        "only probes reach the origin while stopped, got {during}"
+    );
     let (_, st) = srv.get("/warm/status").await;
     assert!(st["queued_tasks"].as_u64().unwrap() > 0, "{st}");
     assert_eq!(st["emergency_stop"], true);
     // The origin recovers; the probe sees it and dispatch resumes by itself.
     origin.set_latency(Duration::ZERO);
-    srv.wait_status(WAIT, "resumed", |s| s["emergency_stop"] == false).await;
+    srv.wait_status(WAIT, "resumed", |s| s["emergency_stop"] == false)
+        .await;
     let job = srv.wait_job(&job_id, WAIT).await;
-    assert_eq!(job["succeeded"], 60, "every queued key warmed after recovery: {job}");
-    let metrics = srv.http.get(format!("{}/metrics", srv.url)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("warming_emergency_stops_total 1"), "{metrics}");
+    assert_eq!(
+        job["succeeded"], 60,
+        "every queued key warmed after recovery: {job}"
+    );
+    let metrics = srv
+        .http
+        .get(format!("{}/metrics", srv.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("warming_emergency_stops_total 1"),
+        "{metrics}"
+    );
     srv.shutdown().await;
 }
 
@@ -124,7 +183,12 @@ async fn emergency_stop_trips_on_a_slow_origin_and_recovers_by_itself() {
 async fn manual_emergency_stop_holds_until_resume() {
     let origin = TestOrigin::start().await;
     let srv = TestServer::start(settings(&origin.url_template())).await;
-    let (status, _) = srv.post("/warm/emergency-stop", json!({"reason": "origin maintenance"})).await;
+    let (status, _) = srv
+        .post(
+            "/warm/emergency-stop",
+            json!({"reason": "origin maintenance"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     let (_, body) = srv.post("/warm/key", json!({"keys": ["m:1", "m:2"]})).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -133,7 +197,10 @@ async fn manual_emergency_stop_holds_until_resume() {
     assert_eq!(st["emergency_reason"], "origin maintenance");
     assert_eq!(st["queued_tasks"], 2);
     assert_eq!(st["worker_status"][0]["state"], "paused");
-    assert_eq!(st["metrics"]["emergency_stops"], 0, "only automatic stops are counted");
+    assert_eq!(
+        st["metrics"]["emergency_stops"], 0,
+        "only automatic stops are counted"
+    );
     let (status, _) = srv.post("/warm/resume", json!({})).await;
     assert_eq!(status, StatusCode::OK);
     let job = srv.wait_job(body["job_id"].as_str().unwrap(), WAIT).await;
@@ -148,9 +215,13 @@ async fn deduplication_and_min_rewarm_interval() {
     let mut s = settings(&origin.url_template());
     s.tunables.concurrent_warmers = 1;
     let srv = TestServer::start(s).await;
-    let (_, first) = srv.post("/warm/key", json!({"keys": ["d:1", "d:2", "d:3"]})).await;
+    let (_, first) = srv
+        .post("/warm/key", json!({"keys": ["d:1", "d:2", "d:3"]}))
+        .await;
     // Same keys while queued or in flight: not queued again.
-    let (_, second) = srv.post("/warm/key", json!({"keys": ["d:1", "d:2", "d:3", "d:4"]})).await;
+    let (_, second) = srv
+        .post("/warm/key", json!({"keys": ["d:1", "d:2", "d:3", "d:4"]}))
+        .await;
     assert_eq!(second["queued"], 1, "{second}");
     assert_eq!(second["deduplicated"], 3, "{second}");
     srv.wait_job(first["job_id"].as_str().unwrap(), WAIT).await;
@@ -161,7 +232,9 @@ async fn deduplication_and_min_rewarm_interval() {
     let (_, third) = srv.post("/warm/key", json!({"keys": ["d:1", "d:2"]})).await;
     assert_eq!(third["queued"], 0, "{third}");
     assert_eq!(third["skipped_recent"], 2, "{third}");
-    let (_, forced) = srv.post("/warm/key", json!({"keys": ["d:1"], "force": true})).await;
+    let (_, forced) = srv
+        .post("/warm/key", json!({"keys": ["d:1"], "force": true}))
+        .await;
     assert_eq!(forced["queued"], 1, "{forced}");
     srv.wait_job(forced["job_id"].as_str().unwrap(), WAIT).await;
     assert_eq!(origin.requests_for("d:1"), 2);
@@ -181,12 +254,25 @@ async fn strategies_order_the_queue() {
     srv.post("/warm/access", json!({"keys": keys})).await;
     srv.post("/warm/emergency-stop", json!({})).await;
 
-    let (_, sel) = srv.post("/warm/key", json!({"keys": ["s:b", "s:a", "s:c"], "strategy": "selective", "priority": 90})).await;
-    assert_eq!(keys_of(&sel, "keys"), ["s:c", "s:a", "s:b"], "hottest first");
+    let (_, sel) = srv
+        .post(
+            "/warm/key",
+            json!({"keys": ["s:b", "s:a", "s:c"], "strategy": "selective", "priority": 90}),
+        )
+        .await;
+    assert_eq!(
+        keys_of(&sel, "keys"),
+        ["s:c", "s:a", "s:b"],
+        "hottest first"
+    );
     let (_, br) = srv
         .post("/warm/key", json!({"keys": ["u:1:posts:9", "u:1", "u:1:posts", "u:2"], "strategy": "breadth", "priority": 90}))
         .await;
-    assert_eq!(keys_of(&br, "keys"), ["u:1", "u:2", "u:1:posts", "u:1:posts:9"], "parents before children");
+    assert_eq!(
+        keys_of(&br, "keys"),
+        ["u:1", "u:2", "u:1:posts", "u:1:posts:9"],
+        "parents before children"
+    );
     srv.shutdown().await;
 }
 
@@ -202,8 +288,14 @@ async fn priority_strategy_prefers_cheap_hot_keys() {
     let (_, b) = srv.post("/warm/key", json!({"keys": ["fast:seed"]})).await;
     srv.wait_job(b["job_id"].as_str().unwrap(), WAIT).await;
     // Equal hotness: the cheaper key scores higher.
-    srv.post("/warm/access", json!({"keys": ["slow:x", "fast:x"]})).await;
-    let (_, p) = srv.post("/warm/key", json!({"keys": ["slow:x", "fast:x"], "strategy": "priority"})).await;
+    srv.post("/warm/access", json!({"keys": ["slow:x", "fast:x"]}))
+        .await;
+    let (_, p) = srv
+        .post(
+            "/warm/key",
+            json!({"keys": ["slow:x", "fast:x"], "strategy": "priority"}),
+        )
+        .await;
     assert_eq!(keys_of(&p, "keys"), ["fast:x", "slow:x"], "{p}");
     srv.shutdown().await;
 }
@@ -213,17 +305,33 @@ async fn pattern_warming_matches_known_keys() {
     let origin = TestOrigin::start().await;
     let srv = TestServer::start(settings(&origin.url_template())).await;
     srv.post("/warm/access", json!({"keys": ["user:123:profile", "user:123:settings", "user:124:profile", "user:123:posts:1"]})).await;
-    let (status, body) = srv.post("/warm/pattern", json!({"pattern": "user:123:*", "limit": 50, "priority": 70, "strategy": "breadth"})).await;
+    let (status, body) = srv
+        .post(
+            "/warm/pattern",
+            json!({"pattern": "user:123:*", "limit": 50, "priority": 70, "strategy": "breadth"}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["pattern"], "user:123:*");
     assert_eq!(body["queued"], 3);
     let matched = keys_of(&body, "matched_keys");
-    assert_eq!(matched.last().unwrap(), "user:123:posts:1", "breadth: deepest last: {matched:?}");
+    assert_eq!(
+        matched.last().unwrap(),
+        "user:123:posts:1",
+        "breadth: deepest last: {matched:?}"
+    );
     assert!(!matched.contains(&"user:124:profile".to_string()));
     srv.wait_job(body["job_id"].as_str().unwrap(), WAIT).await;
-    let (_, limited) = srv.post("/warm/pattern", json!({"pattern": "user:12?:*", "limit": 2, "force": true})).await;
+    let (_, limited) = srv
+        .post(
+            "/warm/pattern",
+            json!({"pattern": "user:12?:*", "limit": 2, "force": true}),
+        )
+        .await;
     assert_eq!(keys_of(&limited, "matched_keys").len(), 2, "{limited}");
-    let (_, none) = srv.post("/warm/pattern", json!({"pattern": "nothing:*"})).await;
+    let (_, none) = srv
+        .post("/warm/pattern", json!({"pattern": "nothing:*"}))
+        .await;
     assert_eq!(none["queued"], 0);
     assert_eq!(none["matched_keys"], json!([]));
     srv.shutdown().await;
@@ -249,11 +357,18 @@ async fn a_seconds_level_schedule_fires() {
         assert!(Instant::now() < deadline, "schedule never fired: {v}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let job = srv.wait_job(view["last_job_id"].as_str().unwrap(), WAIT).await;
+    let job = srv
+        .wait_job(view["last_job_id"].as_str().unwrap(), WAIT)
+        .await;
     assert_eq!(job["source"], "schedule:every-second");
     assert!(origin.requests_for("sched:a") >= 1);
     // Keys registered by a schedule are known to pattern warming.
-    let (_, p) = srv.post("/warm/pattern", json!({"pattern": "sched:*", "force": true})).await;
+    let (_, p) = srv
+        .post(
+            "/warm/pattern",
+            json!({"pattern": "sched:*", "force": true}),
+        )
+        .await;
     assert_eq!(p["matched_keys"].as_array().unwrap().len(), 2, "{p}");
     srv.delete("/warm/schedules/every-second").await;
     srv.shutdown().await;
@@ -270,7 +385,11 @@ async fn concurrent_cold_reads_fetch_once() {
         let url = format!("{}/cache/cold:key", srv.url);
         tasks.push(tokio::spawn(async move {
             let r = http.get(url).send().await.unwrap();
-            (r.status(), r.headers()["x-cache"].to_str().unwrap().to_string(), r.text().await.unwrap())
+            (
+                r.status(),
+                r.headers()["x-cache"].to_str().unwrap().to_string(),
+                r.text().await.unwrap(),
+            )
         }));
     }
     let mut sources = std::collections::HashMap::new();
@@ -280,12 +399,26 @@ async fn concurrent_cold_reads_fetch_once() {
         assert_eq!(body, "value-of:cold:key");
         *sources.entry(source).or_insert(0) += 1;
     }
-    assert_eq!(origin.requests_for("cold:key"), 1, "exactly one origin request: {sources:?}");
+    assert_eq!(
+        origin.requests_for("cold:key"),
+        1,
+        "exactly one origin request: {sources:?}"
+    );
     assert_eq!(sources.get("miss"), Some(&1), "{sources:?}");
     // A caller that gives up does not cancel the shared fetch for the others.
-    let slow = srv.http.get(format!("{}/cache/cold:other", srv.url)).timeout(Duration::from_millis(50)).send().await;
+    let slow = srv
+        .http
+        .get(format!("{}/cache/cold:other", srv.url))
+        .timeout(Duration::from_millis(50))
+        .send()
+        .await;
     assert!(slow.is_err());
-    let r = srv.http.get(format!("{}/cache/cold:other", srv.url)).send().await.unwrap();
+    let r = srv
+        .http
+        .get(format!("{}/cache/cold:other", srv.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.text().await.unwrap(), "value-of:cold:other");
     assert_eq!(origin.requests_for("cold:other"), 1);
     srv.shutdown().await;
@@ -304,7 +437,10 @@ async fn accepted_work_survives_a_restart() {
     assert_eq!(body["queued"], 25);
     let job_id = body["job_id"].as_str().unwrap().to_string();
     srv.shutdown().await;
-    assert!(dir.path().join("pending.json").exists(), "unfinished work saved");
+    assert!(
+        dir.path().join("pending.json").exists(),
+        "unfinished work saved"
+    );
     assert_eq!(origin.requests(), 0);
 
     let srv = TestServer::start_in(s).await;

@@ -26,7 +26,11 @@ pub async fn update_config(
     State(s): State<AppState>,
     ApiJson(update): ApiJson<TunablesUpdate>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let body = s.engine.update_config(update).await.map_err(ApiError::validation)?;
+    let body = s
+        .engine
+        .update_config(update)
+        .await
+        .map_err(ApiError::validation)?;
     s.engine.apply_worker_count();
     Ok(Json(body))
 }
@@ -59,8 +63,15 @@ pub async fn list_schedules(State(s): State<AppState>) -> Json<serde_json::Value
 }
 
 /// `GET /warm/schedules/{name}`
-pub async fn get_schedule(State(s): State<AppState>, Path(name): Path<String>) -> Result<Json<ScheduleView>, ApiError> {
-    s.engine.scheduler().get(&name).map(Json).ok_or_else(|| ApiError::not_found(format!("no schedule named {name:?}")))
+pub async fn get_schedule(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<ScheduleView>, ApiError> {
+    s.engine
+        .scheduler()
+        .get(&name)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no schedule named {name:?}")))
 }
 
 /// `POST /warm/schedules`
@@ -72,7 +83,10 @@ pub async fn add_schedule(
 }
 
 /// `DELETE /warm/schedules/{name}`
-pub async fn remove_schedule(State(s): State<AppState>, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn remove_schedule(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     s.engine.scheduler().remove(&name)?;
     Ok(Json(serde_json::json!({"success": true, "deleted": name})))
 }

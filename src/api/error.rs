@@ -27,7 +27,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), fields: Vec::new() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            fields: Vec::new(),
+        }
     }
 
     pub fn not_found(what: impl Into<String>) -> Self {
@@ -35,15 +40,28 @@ impl ApiError {
     }
 
     pub fn validation(fields: Vec<FieldError>) -> Self {
-        let message = fields.iter().map(|f| f.to_string()).collect::<Vec<_>>().join("; ");
-        ApiError { status: StatusCode::BAD_REQUEST, code: "invalid_config", message, fields }
+        let message = fields
+            .iter()
+            .map(|f| f.to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_config",
+            message,
+            fields,
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
-            error: ErrorDetail { code: self.code.to_string(), message: self.message, fields: self.fields },
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+                fields: self.fields,
+            },
         };
         (self.status, axum::Json(body)).into_response()
     }
@@ -52,11 +70,26 @@ impl IntoResponse for ApiError {
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
-            EngineError::Invalid { code, message, fields } => {
-                ApiError { status: StatusCode::BAD_REQUEST, code, message, fields }
-            }
-            EngineError::ShuttingDown => Self::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", e.to_string()),
-            EngineError::Cache(c) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "cache_unavailable", c.to_string()),
+            EngineError::Invalid {
+                code,
+                message,
+                fields,
+            } => ApiError {
+                status: StatusCode::BAD_REQUEST,
+                code,
+                message,
+                fields,
+            },
+            EngineError::ShuttingDown => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                e.to_string(),
+            ),
+            EngineError::Cache(c) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cache_unavailable",
+                c.to_string(),
+            ),
             EngineError::Internal(m) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m),
         }
     }
@@ -89,11 +122,23 @@ impl From<ReadError> for ApiError {
     fn from(e: ReadError) -> Self {
         use crate::origin::OriginError;
         match &e {
-            ReadError::Origin(OriginError::NotFound) => Self::not_found("the origin has no such key"),
-            ReadError::Origin(OriginError::Timeout) => Self::new(StatusCode::GATEWAY_TIMEOUT, "origin_timeout", e.to_string()),
-            ReadError::Origin(OriginError::InvalidKey(_)) => Self::new(StatusCode::BAD_REQUEST, "invalid_key", e.to_string()),
-            ReadError::Origin(_) => Self::new(StatusCode::BAD_GATEWAY, "origin_error", e.to_string()),
-            ReadError::Cache(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "cache_unavailable", e.to_string()),
+            ReadError::Origin(OriginError::NotFound) => {
+                Self::not_found("the origin has no such key")
+            }
+            ReadError::Origin(OriginError::Timeout) => {
+                Self::new(StatusCode::GATEWAY_TIMEOUT, "origin_timeout", e.to_string())
+            }
+            ReadError::Origin(OriginError::InvalidKey(_)) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_key", e.to_string())
+            }
+            ReadError::Origin(_) => {
+                Self::new(StatusCode::BAD_GATEWAY, "origin_error", e.to_string())
+            }
+            ReadError::Cache(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cache_unavailable",
+                e.to_string(),
+            ),
         }
     }
 }
@@ -102,10 +147,14 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
-            Category::Syntax | Category::Eof | Category::Io => {
-                ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("body is not valid JSON: {e}"))
+            Category::Syntax | Category::Eof | Category::Io => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                format!("body is not valid JSON: {e}"),
+            ),
+            Category::Data => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
             }
-            Category::Data => ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()),
         }
     })
 }
@@ -114,7 +163,11 @@ async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Ap
     Bytes::from_request(req, state).await.map_err(|rejection| {
         let status = rejection.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(status, "payload_too_large", "request body exceeds the size limit")
+            ApiError::new(
+                status,
+                "payload_too_large",
+                "request body exceeds the size limit",
+            )
         } else {
             ApiError::new(status, "invalid_body", rejection.body_text())
         }
@@ -130,7 +183,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = body_bytes(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", "request body is empty; a JSON object is required"));
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                "request body is empty; a JSON object is required",
+            ));
         }
         decode(&bytes).map(ApiJson)
     }

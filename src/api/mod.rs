@@ -48,10 +48,16 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/warm/access", post(warm::record_access))
         .route("/warm/jobs/{job_id}", get(warm::job))
         .route("/warm/status", get(control::status))
-        .route("/warm/config", get(control::get_config).post(control::update_config))
+        .route(
+            "/warm/config",
+            get(control::get_config).post(control::update_config),
+        )
         .route("/warm/emergency-stop", post(control::emergency_stop))
         .route("/warm/resume", post(control::resume))
-        .route("/warm/schedules", get(control::list_schedules).post(control::add_schedule))
+        .route(
+            "/warm/schedules",
+            get(control::list_schedules).post(control::add_schedule),
+        )
         .route(
             "/warm/schedules/{name}",
             get(control::get_schedule).delete(control::remove_schedule),
@@ -63,7 +69,11 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/readyz", get(ops::readyz))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this endpoint",
+            )
         })
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -73,7 +83,9 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
 
 /// Mutating requests need `Authorization: Bearer <WARMING_API_TOKEN>` when a token is set.
 async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(token) = &state.token else { return next.run(req).await };
+    let Some(token) = &state.token else {
+        return next.run(req).await;
+    };
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         return next.run(req).await;
     }
@@ -84,11 +96,23 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
         Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => next.run(req).await,
-        Some(_) => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "invalid bearer token").into_response(),
+        Some(_) => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "invalid bearer token",
+        )
+        .into_response(),
         None => {
-            let mut r = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "this endpoint requires Authorization: Bearer <token>")
-                .into_response();
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            let mut r = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this endpoint requires Authorization: Bearer <token>",
+            )
+            .into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
             r
         }
     }
@@ -118,15 +142,26 @@ impl Server {
         let max_body = settings.service.max_body_bytes;
         let engine = Engine::start(settings).await?;
         let stopping = CancellationToken::new();
-        let state = AppState { engine: engine.clone(), token, stopping: stopping.clone() };
+        let state = AppState {
+            engine: engine.clone(),
+            token,
+            stopping: stopping.clone(),
+        };
         let app = router(state, max_body);
         let addr = listener.local_addr()?;
         let stop = stopping.clone();
         let http = tokio::spawn(async move {
-            axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
         });
         tracing::info!(%addr, "warming listening");
-        Ok(Server { addr, engine, stopping, http })
+        Ok(Server {
+            addr,
+            engine,
+            stopping,
+            http,
+        })
     }
 
     /// Orderly stop: no new requests, running requests finish, workers finish

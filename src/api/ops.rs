@@ -15,12 +15,19 @@ use super::error::ApiError;
 use crate::keys::validate_key;
 
 /// `GET /cache/{key}`: the value, with `X-Cache: hit | miss | coalesced`.
-pub async fn read_cache(State(s): State<AppState>, Path(key): Path<String>) -> Result<Response, ApiError> {
-    validate_key(&key, s.engine.max_key_len()).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_key", e.to_string()))?;
+pub async fn read_cache(
+    State(s): State<AppState>,
+    Path(key): Path<String>,
+) -> Result<Response, ApiError> {
+    validate_key(&key, s.engine.max_key_len())
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_key", e.to_string()))?;
     let (value, source) = s.engine.read(&key).await?;
     let mut resp = value.into_response();
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     h.insert("x-cache", HeaderValue::from_static(source.as_str()));
     Ok(resp)
 }
@@ -28,7 +35,9 @@ pub async fn read_cache(State(s): State<AppState>, Path(key): Path<String>) -> R
 /// `GET /warm/events`: Server-Sent Events, one `warm-completed` event per
 /// finished key; a subscriber that falls behind gets a `lagged` event with
 /// the number of events it missed.
-pub async fn events(State(s): State<AppState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+pub async fn events(
+    State(s): State<AppState>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let rx = s.engine.events().subscribe();
     let stopping = s.stopping.clone();
     let stream = BroadcastStream::new(rx)
@@ -38,9 +47,9 @@ pub async fn events(State(s): State<AppState>) -> Sse<impl Stream<Item = Result<
                     .event("warm-completed")
                     .json_data(&*ev)
                     .unwrap_or_else(|_| Event::default().event("error")),
-                Err(BroadcastStreamRecvError::Lagged(n)) => {
-                    Event::default().event("lagged").data(format!("{{\"missed\":{n}}}"))
-                }
+                Err(BroadcastStreamRecvError::Lagged(n)) => Event::default()
+                    .event("lagged")
+                    .data(format!("{{\"missed\":{n}}}")),
             })
         })
         .take_until(async move { stopping.cancelled().await });
@@ -50,7 +59,10 @@ pub async fn events(State(s): State<AppState>) -> Sse<impl Stream<Item = Result<
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(s): State<AppState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         s.engine.metrics_text(),
     )
         .into_response()
@@ -65,6 +77,8 @@ pub async fn healthz() -> axum::Json<serde_json::Value> {
 pub async fn readyz(State(s): State<AppState>) -> Response {
     match s.engine.ready().await {
         Ok(()) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
-        Err(reason) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", reason).into_response(),
+        Err(reason) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", reason).into_response()
+        }
     }
 }

@@ -6,12 +6,15 @@ use axum::extract::{Path, State};
 use super::AppState;
 use super::error::{ApiError, ApiJson, OptionalJson};
 use crate::protocol::{
-    AccessRequest, AccessResponse, JobView, TriggerPredictiveRequest, WarmKeyRequest, WarmPatternRequest,
-    WarmPatternResponse, WarmResponse,
+    AccessRequest, AccessResponse, JobView, TriggerPredictiveRequest, WarmKeyRequest,
+    WarmPatternRequest, WarmPatternResponse, WarmResponse,
 };
 
 /// `POST /warm/key`
-pub async fn warm_key(State(s): State<AppState>, ApiJson(req): ApiJson<WarmKeyRequest>) -> Result<Json<WarmResponse>, ApiError> {
+pub async fn warm_key(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<WarmKeyRequest>,
+) -> Result<Json<WarmResponse>, ApiError> {
     Ok(Json(s.engine.warm_keys(req)?))
 }
 
@@ -36,10 +39,19 @@ pub async fn record_access(
     State(s): State<AppState>,
     ApiJson(req): ApiJson<AccessRequest>,
 ) -> Result<Json<AccessResponse>, ApiError> {
-    Ok(Json(AccessResponse { recorded: s.engine.record_access(req)? }))
+    Ok(Json(AccessResponse {
+        recorded: s.engine.record_access(req)?,
+    }))
 }
 
 /// `GET /warm/jobs/{job_id}`
-pub async fn job(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
-    s.engine.job(&id).map(Json).ok_or_else(|| ApiError::not_found(format!("no job {id:?} (finished jobs are kept for a while, then dropped)")))
+pub async fn job(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    s.engine.job(&id).map(Json).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no job {id:?} (finished jobs are kept for a while, then dropped)"
+        ))
+    })
 }

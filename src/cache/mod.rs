@@ -93,7 +93,10 @@ mod tests {
             let t = effective_ttl(None, d, 0.1);
             assert!(t >= d && t <= Duration::from_secs(110), "{t:?}");
             let t = effective_ttl(Some(Duration::from_secs(10)), d, 0.1);
-            assert!(t >= Duration::from_secs(10) && t <= Duration::from_secs(11), "{t:?}");
+            assert!(
+                t >= Duration::from_secs(10) && t <= Duration::from_secs(11),
+                "{t:?}"
+            );
         }
         assert_eq!(effective_ttl(None, d, 0.0), d);
     }

@@ -31,7 +31,10 @@ pub enum OriginError {
     #[error("origin has no such key (404)")]
     NotFound,
     #[error("origin answered {status}")]
-    Status { status: u16, retry_after: Option<Duration> },
+    Status {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
     #[error("origin request timed out")]
     Timeout,
     #[error("cannot connect to origin: {0}")]

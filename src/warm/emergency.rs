@@ -39,11 +39,20 @@ impl Default for Emergency {
 
 impl Emergency {
     pub fn new() -> Self {
-        Emergency { window: Mutex::new(VecDeque::new()), state: watch::channel(None).0 }
+        Emergency {
+            window: Mutex::new(VecDeque::new()),
+            state: watch::channel(None).0,
+        }
     }
 
     /// Records one origin request. Returns the new stop when this sample trips it.
-    pub fn observe(&self, key: &str, latency: Duration, window: usize, threshold: Duration) -> Option<StopInfo> {
+    pub fn observe(
+        &self,
+        key: &str,
+        latency: Duration,
+        window: usize,
+        threshold: Duration,
+    ) -> Option<StopInfo> {
         let p95 = {
             let mut w = self.window.lock();
             w.push_back(latency);
@@ -90,7 +99,12 @@ impl Emergency {
         let mut was_running = false;
         self.state.send_modify(|s| {
             was_running = s.is_none();
-            *s = Some(StopInfo { reason: reason.to_string(), since: Utc::now(), manual: true, probe_key: None });
+            *s = Some(StopInfo {
+                reason: reason.to_string(),
+                since: Utc::now(),
+                manual: true,
+                probe_key: None,
+            });
         });
         was_running
     }
@@ -168,7 +182,10 @@ mod tests {
         assert!(info.reason.contains("exceeds"), "{}", info.reason);
         assert_eq!(info.probe_key.as_deref(), Some("slow"));
         assert!(e.is_stopped());
-        assert!(e.observe("slow", MS(5000), 20, MS(100)).is_none(), "trips once");
+        assert!(
+            e.observe("slow", MS(5000), 20, MS(100)).is_none(),
+            "trips once"
+        );
     }
 
     #[test]

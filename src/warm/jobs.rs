@@ -71,7 +71,11 @@ pub struct JobRegistry {
 
 impl JobRegistry {
     pub fn new(retained: usize) -> Self {
-        JobRegistry { inner: Mutex::new(Inner::default()), retained: retained.max(1), seq: AtomicU64::new(0) }
+        JobRegistry {
+            inner: Mutex::new(Inner::default()),
+            retained: retained.max(1),
+            seq: AtomicU64::new(0),
+        }
     }
 
     /// A fresh id `warm-<unix-ms>-<n>`.
@@ -82,7 +86,13 @@ impl JobRegistry {
 
     /// Registers a job whose keys all start with the given statuses
     /// (`queued`, `deduplicated` or `skipped_recent`).
-    pub fn create(&self, id: &str, source: &str, strategy: Strategy, keys: Vec<(String, &'static str)>) {
+    pub fn create(
+        &self,
+        id: &str,
+        source: &str,
+        strategy: Strategy,
+        keys: Vec<(String, &'static str)>,
+    ) {
         let mut index = HashMap::with_capacity(keys.len());
         let mut outcomes = Vec::with_capacity(keys.len());
         let mut pending = 0;
@@ -94,7 +104,13 @@ impl JobRegistry {
                 pending += 1;
             }
             index.insert(key.clone(), outcomes.len());
-            outcomes.push(KeyOutcome { key, status: status.to_string(), attempts: None, duration_ms: None, error: None });
+            outcomes.push(KeyOutcome {
+                key,
+                status: status.to_string(),
+                attempts: None,
+                duration_ms: None,
+                error: None,
+            });
         }
         let now = Utc::now();
         let job = Job {
@@ -213,13 +229,28 @@ mod tests {
         let r = JobRegistry::new(10);
         let id = r.next_id();
         assert!(id.starts_with("warm-") && id.ends_with("-1"), "{id}");
-        r.create(&id, "key", Strategy::Breadth, vec![("a".into(), QUEUED), ("b".into(), QUEUED), ("c".into(), SKIPPED_RECENT)]);
+        r.create(
+            &id,
+            "key",
+            Strategy::Breadth,
+            vec![
+                ("a".into(), QUEUED),
+                ("b".into(), QUEUED),
+                ("c".into(), SKIPPED_RECENT),
+            ],
+        );
         assert_eq!(r.active(), 1);
         r.mark_deduplicated(&id, &["b".to_string()]);
         r.mark_in_flight(&id, "a");
         let v = r.view(&id).unwrap();
-        assert_eq!((v.in_flight, v.deduplicated, v.skipped_recent, v.done), (1, 1, 1, false));
-        r.finish(&id, KeyOutcome::finished("a".into(), WarmStatus::Success, 2, 10, None));
+        assert_eq!(
+            (v.in_flight, v.deduplicated, v.skipped_recent, v.done),
+            (1, 1, 1, false)
+        );
+        r.finish(
+            &id,
+            KeyOutcome::finished("a".into(), WarmStatus::Success, 2, 10, None),
+        );
         let v = r.view(&id).unwrap();
         assert!(v.done && v.finished_at.is_some());
         assert_eq!(v.succeeded, 1);
@@ -230,11 +261,21 @@ mod tests {
     fn only_finished_jobs_are_dropped() {
         let r = JobRegistry::new(2);
         let pending = r.next_id();
-        r.create(&pending, "key", Strategy::Priority, vec![("k".into(), QUEUED)]);
+        r.create(
+            &pending,
+            "key",
+            Strategy::Priority,
+            vec![("k".into(), QUEUED)],
+        );
         let ids: Vec<_> = (0..5)
             .map(|_| {
                 let id = r.next_id();
-                r.create(&id, "key", Strategy::Priority, vec![("x".into(), DEDUPLICATED)]);
+                r.create(
+                    &id,
+                    "key",
+                    Strategy::Priority,
+                    vec![("x".into(), DEDUPLICATED)],
+                );
                 id
             })
             .collect();

@@ -29,7 +29,9 @@ use tokio_util::task::TaskTracker;
 use crate::access::AccessTracker;
 use crate::cache::batch::BatchWriter;
 use crate::cache::{self, Cache};
-use crate::config::{FieldError, ServiceConfig, Settings, SharedTunables, Strategy, Tunables, TunablesUpdate};
+use crate::config::{
+    FieldError, ServiceConfig, Settings, SharedTunables, Strategy, Tunables, TunablesUpdate,
+};
 use crate::events::EventBus;
 use crate::events::nats::NatsPublisher;
 use crate::glob::KeyPattern;
@@ -40,7 +42,8 @@ use crate::origin::{self, OriginError};
 use crate::predict::{self, Predictor};
 use crate::protocol::{
     AccessRequest, AccessTime, DEFAULT_PATTERN_LIMIT, DEFAULT_PRIORITY, JobView, StatusResponse,
-    TriggerPredictiveRequest, WarmKeyRequest, WarmPatternRequest, WarmPatternResponse, WarmResponse,
+    TriggerPredictiveRequest, WarmKeyRequest, WarmPatternRequest, WarmPatternResponse,
+    WarmResponse,
 };
 use crate::readthrough::{ReadError, ReadSource, ReadThrough};
 use crate::schedule::{ScheduleAction, ScheduleRunner, ScheduleSpec, Scheduler};
@@ -57,7 +60,11 @@ use worker::WorkerBoard;
 pub enum EngineError {
     /// The request is well-formed JSON but breaks a rule; nothing was changed.
     #[error("{message}")]
-    Invalid { code: &'static str, message: String, fields: Vec<FieldError> },
+    Invalid {
+        code: &'static str,
+        message: String,
+        fields: Vec<FieldError>,
+    },
     #[error("the service is shutting down")]
     ShuttingDown,
     #[error(transparent)]
@@ -68,7 +75,11 @@ pub enum EngineError {
 
 impl EngineError {
     fn invalid(code: &'static str, message: impl Into<String>) -> Self {
-        EngineError::Invalid { code, message: message.into(), fields: Vec::new() }
+        EngineError::Invalid {
+            code,
+            message: message.into(),
+            fields: Vec::new(),
+        }
     }
 }
 
@@ -91,7 +102,10 @@ impl FetchObserver for OriginWatch {
             self.cost.observe(key, latency);
         }
         let t = self.tunables.load();
-        if let Some(info) = self.emergency.observe(key, latency, t.emergency_window, t.emergency_threshold) {
+        if let Some(info) =
+            self.emergency
+                .observe(key, latency, t.emergency_window, t.emergency_threshold)
+        {
             self.telemetry.emergency_stopped(&info.reason);
         }
     }
@@ -106,7 +120,10 @@ struct Facts<'a> {
 
 impl KeyFacts for Facts<'_> {
     fn hotness(&self, key: &str) -> f64 {
-        self.tracker.stats(key, self.now).map(|s| s.accesses_per_hour).unwrap_or(0.0)
+        self.tracker
+            .stats(key, self.now)
+            .map(|s| s.accesses_per_hour)
+            .unwrap_or(0.0)
     }
     fn cost_ms(&self, key: &str) -> f64 {
         self.cost.cost_ms(key)
@@ -148,7 +165,10 @@ pub struct Engine {
 }
 
 fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 const PENDING_FILE: &str = "pending.json";
@@ -163,8 +183,13 @@ impl Engine {
         let background_stop = CancellationToken::new();
         let mut events = EventBus::new(4096);
         if let Some(url) = &service.nats_url {
-            let publisher =
-                NatsPublisher::connect(url, &service.nats_stream, &service.nats_subject, background_stop.clone()).await?;
+            let publisher = NatsPublisher::connect(
+                url,
+                &service.nats_stream,
+                &service.nats_subject,
+                background_stop.clone(),
+            )
+            .await?;
             events = events.with_nats(publisher);
         }
         let scheduler = Arc::new(Scheduler::new(
@@ -187,10 +212,18 @@ impl Engine {
             emergency: emergency.clone(),
             cost: cost.clone(),
         });
-        let readthrough = ReadThrough::new(cache.clone(), guarded.clone(), tunables.clone(), watch.clone());
+        let readthrough = ReadThrough::new(
+            cache.clone(),
+            guarded.clone(),
+            tunables.clone(),
+            watch.clone(),
+        );
         let writer = BatchWriter::spawn(cache.clone(), tunables.clone());
         let engine = Arc::new(Engine {
-            tracker: Arc::new(AccessTracker::new(service.tracker_max_keys, service.tracker_bucket)),
+            tracker: Arc::new(AccessTracker::new(
+                service.tracker_max_keys,
+                service.tracker_bucket,
+            )),
             jobs: JobRegistry::new(service.jobs_retained),
             recent: moka::sync::Cache::builder()
                 .max_capacity(1_000_000)
@@ -228,10 +261,12 @@ impl Engine {
 
     fn spawn_background(self: &Arc<Self>) {
         let stop = self.background_stop.clone();
-        self.background.spawn(self.scheduler.clone().run(self.clone(), stop.clone()));
+        self.background
+            .spawn(self.scheduler.clone().run(self.clone(), stop.clone()));
         let e = self.clone();
         let s = stop.clone();
-        self.background.spawn(async move { e.emergency_probe_loop(s).await });
+        self.background
+            .spawn(async move { e.emergency_probe_loop(s).await });
         let e = self.clone();
         self.background.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -284,10 +319,17 @@ impl Engine {
             let result = self.origin.origin().fetch(&key, t.origin_timeout).await;
             let latency = started.elapsed();
             self.telemetry.origin_request();
-            let healthy = matches!(result, Ok(_) | Err(OriginError::NotFound)) && latency <= t.emergency_threshold;
-            tracing::info!(key, ms = latency.as_millis() as u64, healthy, "emergency probe");
+            let healthy = matches!(result, Ok(_) | Err(OriginError::NotFound))
+                && latency <= t.emergency_threshold;
+            tracing::info!(
+                key,
+                ms = latency.as_millis() as u64,
+                healthy,
+                "emergency probe"
+            );
             if healthy && self.emergency.resume_automatic() {
-                self.telemetry.emergency_active(false, "origin latency back under the threshold");
+                self.telemetry
+                    .emergency_active(false, "origin latency back under the threshold");
                 self.queue.wake_all();
             }
         }
@@ -309,7 +351,10 @@ impl Engine {
 
     fn check_priority(priority: Option<u8>) -> Result<u8, EngineError> {
         match priority {
-            Some(p) if p > 100 => Err(EngineError::invalid("invalid_priority", format!("priority {p} is out of range; allowed 0..=100"))),
+            Some(p) if p > 100 => Err(EngineError::invalid(
+                "invalid_priority",
+                format!("priority {p} is out of range; allowed 0..=100"),
+            )),
             Some(p) => Ok(p),
             None => Ok(DEFAULT_PRIORITY),
         }
@@ -317,12 +362,19 @@ impl Engine {
 
     fn check_keys(&self, keys: &[String]) -> Result<(), EngineError> {
         if keys.is_empty() {
-            return Err(EngineError::invalid("invalid_keys", "keys must not be empty"));
+            return Err(EngineError::invalid(
+                "invalid_keys",
+                "keys must not be empty",
+            ));
         }
         if keys.len() > self.service.max_keys_per_request {
             return Err(EngineError::invalid(
                 "too_many_keys",
-                format!("{} keys in one request; the limit is {}", keys.len(), self.service.max_keys_per_request),
+                format!(
+                    "{} keys in one request; the limit is {}",
+                    keys.len(),
+                    self.service.max_keys_per_request
+                ),
             ));
         }
         for (i, key) in keys.iter().enumerate() {
@@ -335,8 +387,14 @@ impl Engine {
     fn check_limit(&self, limit: Option<usize>, default: usize) -> Result<usize, EngineError> {
         let max = self.service.max_keys_per_request;
         match limit {
-            Some(0) => Err(EngineError::invalid("invalid_limit", format!("limit must be 1..={max}"))),
-            Some(l) if l > max => Err(EngineError::invalid("invalid_limit", format!("limit {l} is out of range; allowed 1..={max}"))),
+            Some(0) => Err(EngineError::invalid(
+                "invalid_limit",
+                format!("limit must be 1..={max}"),
+            )),
+            Some(l) if l > max => Err(EngineError::invalid(
+                "invalid_limit",
+                format!("limit {l} is out of range; allowed 1..={max}"),
+            )),
             Some(l) => Ok(l),
             None => Ok(default.min(max)),
         }
@@ -355,7 +413,11 @@ impl Engine {
     ) -> Submitted {
         let t = self.tunables.load();
         let strategy = strategy.unwrap_or(t.default_strategy);
-        let facts = Facts { tracker: &self.tracker, cost: &self.cost, now: now_unix() };
+        let facts = Facts {
+            tracker: &self.tracker,
+            cost: &self.cost,
+            now: now_unix(),
+        };
         let mut planned = plan(strategy, keys, priority, &facts);
         if let Some(l) = limit {
             planned.truncate(l);
@@ -368,13 +430,22 @@ impl Engine {
         for p in &planned {
             let recent = !force
                 && !t.min_rewarm_interval.is_zero()
-                && self.recent.get(&p.key).is_some_and(|at| at.elapsed() < t.min_rewarm_interval);
+                && self
+                    .recent
+                    .get(&p.key)
+                    .is_some_and(|at| at.elapsed() < t.min_rewarm_interval);
             if recent {
                 skipped += 1;
                 statuses.push((p.key.clone(), jobs::SKIPPED_RECENT));
             } else {
                 statuses.push((p.key.clone(), jobs::QUEUED));
-                tasks.push(Task { key: p.key.clone(), priority: p.priority, job_id: job.clone(), strategy, seq: 0 });
+                tasks.push(Task {
+                    key: p.key.clone(),
+                    priority: p.priority,
+                    job_id: job.clone(),
+                    strategy,
+                    seq: 0,
+                });
             }
         }
         self.jobs.create(&job_id, source, strategy, statuses);
@@ -410,7 +481,11 @@ impl Engine {
         let avg = self.telemetry.snapshot().avg_duration_ms;
         let avg = if avg > 0.0 { avg } else { 10.0 };
         let per_worker = avg / t.concurrent_warmers.max(1) as f64;
-        let per_rate = if t.max_origin_rps > 0 { 1000.0 / t.max_origin_rps as f64 } else { 0.0 };
+        let per_rate = if t.max_origin_rps > 0 {
+            1000.0 / t.max_origin_rps as f64
+        } else {
+            0.0
+        };
         (waiting * per_worker.max(per_rate)).ceil() as u64
     }
 
@@ -425,7 +500,11 @@ impl Engine {
 
     /// Keys the service knows that match `pattern`: accessed keys, keys named
     /// by schedules and keys in the cache, at most `cap`.
-    pub async fn known_keys(&self, pattern: &KeyPattern, cap: usize) -> Result<Vec<String>, EngineError> {
+    pub async fn known_keys(
+        &self,
+        pattern: &KeyPattern,
+        cap: usize,
+    ) -> Result<Vec<String>, EngineError> {
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
         let mut add = |k: String, out: &mut Vec<String>| {
@@ -451,19 +530,36 @@ impl Engine {
     }
 
     /// `POST /warm/pattern`.
-    pub async fn warm_pattern(&self, req: WarmPatternRequest) -> Result<WarmPatternResponse, EngineError> {
+    pub async fn warm_pattern(
+        &self,
+        req: WarmPatternRequest,
+    ) -> Result<WarmPatternResponse, EngineError> {
         self.warm_pattern_as(req, "pattern").await
     }
 
-    async fn warm_pattern_as(&self, req: WarmPatternRequest, source: &str) -> Result<WarmPatternResponse, EngineError> {
+    async fn warm_pattern_as(
+        &self,
+        req: WarmPatternRequest,
+        source: &str,
+    ) -> Result<WarmPatternResponse, EngineError> {
         self.check_accepting()?;
         let priority = Self::check_priority(req.priority)?;
         let limit = self.check_limit(req.limit, DEFAULT_PATTERN_LIMIT)?;
-        let pattern = KeyPattern::parse(&req.pattern).map_err(|e| EngineError::invalid("invalid_pattern", e.to_string()))?;
+        let pattern = KeyPattern::parse(&req.pattern)
+            .map_err(|e| EngineError::invalid("invalid_pattern", e.to_string()))?;
         // Look further than `limit` so selective/priority can pick the best.
-        let cap = limit.saturating_mul(4).min(self.service.max_keys_per_request.max(limit) * 4);
+        let cap = limit
+            .saturating_mul(4)
+            .min(self.service.max_keys_per_request.max(limit) * 4);
         let matched = self.known_keys(&pattern, cap).await?;
-        let s = self.submit(source, matched, priority, req.strategy, req.force, Some(limit));
+        let s = self.submit(
+            source,
+            matched,
+            priority,
+            req.strategy,
+            req.force,
+            Some(limit),
+        );
         Ok(WarmPatternResponse {
             success: true,
             pattern: req.pattern,
@@ -477,7 +573,11 @@ impl Engine {
     }
 
     /// `POST /warm/trigger-predictive`.
-    pub async fn trigger_predictive(&self, req: TriggerPredictiveRequest, source: &str) -> Result<WarmResponse, EngineError> {
+    pub async fn trigger_predictive(
+        &self,
+        req: TriggerPredictiveRequest,
+        source: &str,
+    ) -> Result<WarmResponse, EngineError> {
         self.check_accepting()?;
         let priority = Self::check_priority(req.priority)?;
         let t = self.tunables.load_full();
@@ -485,12 +585,21 @@ impl Engine {
         let predictor = self.predictor.load_full();
         let tracker = self.tracker.clone();
         let window = t.predict_window;
-        let predictions = tokio::task::spawn_blocking(move || predictor.predict(&tracker, now_unix(), window, limit))
-            .await
-            .map_err(|e| EngineError::Internal(format!("predictor failed: {e}")))?;
+        let predictions = tokio::task::spawn_blocking(move || {
+            predictor.predict(&tracker, now_unix(), window, limit)
+        })
+        .await
+        .map_err(|e| EngineError::Internal(format!("predictor failed: {e}")))?;
         let keys: Vec<String> = predictions.into_iter().map(|p| p.key).collect();
         // Predictions come best first: selective keeps that order by hotness.
-        let s = self.submit(source, keys, priority, req.strategy.or(Some(Strategy::Selective)), req.force, Some(limit));
+        let s = self.submit(
+            source,
+            keys,
+            priority,
+            req.strategy.or(Some(Strategy::Selective)),
+            req.force,
+            Some(limit),
+        );
         Ok(s.into_response())
     }
 
@@ -498,33 +607,47 @@ impl Engine {
     pub fn record_access(&self, req: AccessRequest) -> Result<usize, EngineError> {
         let total = req.keys.len() + req.events.len();
         if total == 0 {
-            return Err(EngineError::invalid("invalid_keys", "send at least one key in keys or events"));
+            return Err(EngineError::invalid(
+                "invalid_keys",
+                "send at least one key in keys or events",
+            ));
         }
         if total > self.service.max_keys_per_request {
             return Err(EngineError::invalid(
                 "too_many_keys",
-                format!("{total} accesses in one request; the limit is {}", self.service.max_keys_per_request),
+                format!(
+                    "{total} accesses in one request; the limit is {}",
+                    self.service.max_keys_per_request
+                ),
             ));
         }
         let now = now_unix();
         let mut batch = Vec::with_capacity(total);
         for (i, k) in req.keys.iter().enumerate() {
-            validate_key(k, self.service.max_key_len).map_err(|e| EngineError::invalid("invalid_key", format!("keys[{i}]: {e}")))?;
+            validate_key(k, self.service.max_key_len)
+                .map_err(|e| EngineError::invalid("invalid_key", format!("keys[{i}]: {e}")))?;
             batch.push((k.as_str(), now));
         }
         for (i, ev) in req.events.iter().enumerate() {
-            validate_key(&ev.key, self.service.max_key_len)
-                .map_err(|e| EngineError::invalid("invalid_key", format!("events[{i}].key: {e}")))?;
+            validate_key(&ev.key, self.service.max_key_len).map_err(|e| {
+                EngineError::invalid("invalid_key", format!("events[{i}].key: {e}"))
+            })?;
             let at = match &ev.at {
                 None => now,
                 Some(AccessTime::UnixSeconds(s)) if s.is_finite() && *s >= 0.0 => *s as u64,
                 Some(AccessTime::UnixSeconds(s)) => {
-                    return Err(EngineError::invalid("invalid_time", format!("events[{i}].at: {s} is not a time")));
+                    return Err(EngineError::invalid(
+                        "invalid_time",
+                        format!("events[{i}].at: {s} is not a time"),
+                    ));
                 }
                 Some(AccessTime::Rfc3339(t)) => t.timestamp().max(0) as u64,
             };
             if at > now + 300 {
-                return Err(EngineError::invalid("invalid_time", format!("events[{i}].at is in the future")));
+                return Err(EngineError::invalid(
+                    "invalid_time",
+                    format!("events[{i}].at is in the future"),
+                ));
             }
             batch.push((ev.key.as_str(), at));
         }
@@ -591,12 +714,18 @@ impl Engine {
     }
 
     /// `POST /warm/config`: validated as a whole, then swapped in; on error nothing changes.
-    pub async fn update_config(&self, update: TunablesUpdate) -> Result<serde_json::Value, Vec<FieldError>> {
+    pub async fn update_config(
+        &self,
+        update: TunablesUpdate,
+    ) -> Result<serde_json::Value, Vec<FieldError>> {
         let _serial = self.config_lock.lock().await;
         let current = self.tunables.load_full();
         let next = update.apply_to(&current, Duration::from_nanos(1))?;
         let predictor = predict::by_name(&next.predictor).ok_or_else(|| {
-            vec![FieldError { field: "predictor".into(), message: format!("unknown predictor {:?}", next.predictor) }]
+            vec![FieldError {
+                field: "predictor".into(),
+                message: format!("unknown predictor {:?}", next.predictor),
+            }]
         })?;
         if next.predictor != current.predictor {
             self.predictor.store(Arc::new(predictor));
@@ -626,7 +755,8 @@ impl Engine {
     /// `POST /warm/resume`.
     pub fn resume(&self) -> bool {
         let was = self.emergency.resume();
-        self.telemetry.emergency_active(false, "resumed by an operator");
+        self.telemetry
+            .emergency_active(false, "resumed by an operator");
         self.queue.wake_all();
         was
     }
@@ -661,7 +791,9 @@ impl Engine {
     /// Re-queues the work a previous process accepted but did not finish.
     async fn restore_pending(&self) {
         let path = self.pending_path();
-        let Ok(text) = tokio::fs::read_to_string(&path).await else { return };
+        let Ok(text) = tokio::fs::read_to_string(&path).await else {
+            return;
+        };
         let tasks: Vec<Task> = match serde_json::from_str(&text) {
             Ok(t) => t,
             Err(e) => {
@@ -679,11 +811,24 @@ impl Engine {
         let mut n = 0;
         for (job, tasks) in by_job {
             let strategy = tasks[0].strategy;
-            self.jobs.create(&job, "restored", strategy, tasks.iter().map(|t| (t.key.clone(), jobs::QUEUED)).collect());
+            self.jobs.create(
+                &job,
+                "restored",
+                strategy,
+                tasks
+                    .iter()
+                    .map(|t| (t.key.clone(), jobs::QUEUED))
+                    .collect(),
+            );
             n += tasks.len();
             let keys: Vec<String> = tasks.iter().map(|t| t.key.clone()).collect();
             let accepted = self.queue.push_many(tasks);
-            let dup: Vec<String> = keys.into_iter().zip(accepted).filter(|(_, a)| !a).map(|(k, _)| k).collect();
+            let dup: Vec<String> = keys
+                .into_iter()
+                .zip(accepted)
+                .filter(|(_, a)| !a)
+                .map(|(k, _)| k)
+                .collect();
             self.jobs.mark_deduplicated(&job, &dup);
         }
         if let Err(e) = tokio::fs::remove_file(&path).await {
@@ -695,10 +840,14 @@ impl Engine {
     /// Stops taking work, lets workers finish their key (up to `grace`),
     /// persists everything still queued or in flight, flushes events.
     pub async fn shutdown(&self, grace: Duration) {
-        self.accepting.store(false, std::sync::atomic::Ordering::Release);
+        self.accepting
+            .store(false, std::sync::atomic::Ordering::Release);
         self.workers_stop.cancel();
         self.worker_tasks.close();
-        if tokio::time::timeout(grace, self.worker_tasks.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.worker_tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("workers still busy after the grace period; handing their keys back");
         }
         let left = self.queue.drain_all();
@@ -707,8 +856,12 @@ impl Engine {
                 self.jobs.mark_queued(&t.job_id, &t.key);
             }
             match self.persist_pending(&left).await {
-                Ok(path) => tracing::info!(keys = left.len(), path = %path.display(), "unfinished work saved for the next start"),
-                Err(e) => tracing::error!(keys = left.len(), error = %e, "cannot save unfinished work"),
+                Ok(path) => {
+                    tracing::info!(keys = left.len(), path = %path.display(), "unfinished work saved for the next start")
+                }
+                Err(e) => {
+                    tracing::error!(keys = left.len(), error = %e, "cannot save unfinished work")
+                }
             }
         }
         if let Some(n) = self.events.nats() {
@@ -718,8 +871,13 @@ impl Engine {
         self.background.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.background.wait()).await;
         let m = self.telemetry.snapshot();
-        tracing::info!(jobs_total = m.jobs_total, success_total = m.success_total, failure_total = m.failure_total,
-            origin_requests = m.origin_requests, "final counters");
+        tracing::info!(
+            jobs_total = m.jobs_total,
+            success_total = m.success_total,
+            failure_total = m.failure_total,
+            origin_requests = m.origin_requests,
+            "final counters"
+        );
     }
 
     async fn persist_pending(&self, tasks: &[Task]) -> std::io::Result<PathBuf> {
@@ -779,7 +937,12 @@ impl ScheduleRunner for Engine {
         let result = match &spec.action {
             ScheduleAction::Predictive { limit } => self
                 .trigger_predictive(
-                    TriggerPredictiveRequest { limit: Some(*limit), priority: Some(priority), strategy: spec.strategy, force: false },
+                    TriggerPredictiveRequest {
+                        limit: Some(*limit),
+                        priority: Some(priority),
+                        strategy: spec.strategy,
+                        force: false,
+                    },
                     &source,
                 )
                 .await
@@ -796,7 +959,9 @@ impl ScheduleRunner for Engine {
             }
             ScheduleAction::Keys { keys } => {
                 self.check_accepting().map_err(|e| e.to_string())?;
-                Ok(self.submit(&source, keys.clone(), priority, spec.strategy, false, None).job_id)
+                Ok(self
+                    .submit(&source, keys.clone(), priority, spec.strategy, false, None)
+                    .job_id)
             }
         };
         result.map_err(|e| e.to_string())

@@ -103,7 +103,9 @@ impl WarmQueue {
         let mut inner = self.inner.lock();
         let Ordered(task) = inner.heap.pop()?;
         inner.queued.remove(&task.key);
-        inner.in_flight.insert(task.key.clone(), (task.clone(), Instant::now()));
+        inner
+            .in_flight
+            .insert(task.key.clone(), (task.clone(), Instant::now()));
         Some(task)
     }
 
@@ -172,7 +174,12 @@ impl WarmQueue {
         let mut inner = self.inner.lock();
         let mut out: Vec<Task> = inner.in_flight.drain().map(|(_, (t, _))| t).collect();
         out.sort_by_key(|t| t.seq);
-        let mut rest: Vec<Task> = std::mem::take(&mut inner.heap).into_sorted_vec().into_iter().rev().map(|o| o.0).collect();
+        let mut rest: Vec<Task> = std::mem::take(&mut inner.heap)
+            .into_sorted_vec()
+            .into_iter()
+            .rev()
+            .map(|o| o.0)
+            .collect();
         inner.queued.clear();
         out.append(&mut rest);
         out
@@ -184,13 +191,24 @@ mod tests {
     use super::*;
 
     fn task(key: &str, priority: u8) -> Task {
-        Task { key: key.into(), priority, job_id: "j".into(), strategy: Strategy::Priority, seq: 0 }
+        Task {
+            key: key.into(),
+            priority,
+            job_id: "j".into(),
+            strategy: Strategy::Priority,
+            seq: 0,
+        }
     }
 
     #[test]
     fn priority_then_fifo() {
         let q = WarmQueue::new();
-        q.push_many(vec![task("a", 10), task("b", 90), task("c", 10), task("d", 90)]);
+        q.push_many(vec![
+            task("a", 10),
+            task("b", 90),
+            task("c", 10),
+            task("d", 90),
+        ]);
         let order: Vec<_> = std::iter::from_fn(|| q.try_pop()).map(|t| t.key).collect();
         assert_eq!(order, ["b", "d", "a", "c"]);
     }
@@ -198,11 +216,18 @@ mod tests {
     #[test]
     fn queued_and_in_flight_keys_are_deduplicated() {
         let q = WarmQueue::new();
-        assert_eq!(q.push_many(vec![task("a", 1), task("a", 5), task("b", 1)]), [true, false, true]);
+        assert_eq!(
+            q.push_many(vec![task("a", 1), task("a", 5), task("b", 1)]),
+            [true, false, true]
+        );
         let t = q.try_pop().unwrap();
         assert_eq!(q.push_many(vec![task(&t.key, 1)]), [false], "in flight");
         q.finish(&t.key);
-        assert_eq!(q.push_many(vec![task(&t.key, 1)]), [true], "finished keys may be queued again");
+        assert_eq!(
+            q.push_many(vec![task(&t.key, 1)]),
+            [true],
+            "finished keys may be queued again"
+        );
     }
 
     #[test]

@@ -30,7 +30,11 @@ pub struct Slot {
 
 impl Slot {
     fn idle() -> Self {
-        Slot { state: "idle", current_key: None, started_at: None }
+        Slot {
+            state: "idle",
+            current_key: None,
+            started_at: None,
+        }
     }
 }
 
@@ -49,7 +53,11 @@ impl WorkerBoard {
             .filter_map(|(id, s)| {
                 s.as_ref().map(|s| WorkerStatus {
                     id,
-                    state: if paused && s.state == "idle" { "paused".into() } else { s.state.into() },
+                    state: if paused && s.state == "idle" {
+                        "paused".into()
+                    } else {
+                        s.state.into()
+                    },
                     current_key: s.current_key.clone(),
                     started_at: s.started_at,
                 })
@@ -117,7 +125,10 @@ async fn run(engine: Arc<Engine>, id: usize) {
         if stop.is_cancelled() {
             break;
         }
-        if engine.board.retire_if_surplus(id, engine.tunables.load().concurrent_warmers) {
+        if engine
+            .board
+            .retire_if_surplus(id, engine.tunables.load().concurrent_warmers)
+        {
             return;
         }
         if emergency.borrow_and_update().is_some() {
@@ -134,7 +145,14 @@ async fn run(engine: Arc<Engine>, id: usize) {
         };
         let Some(task) = task else { break };
         engine.telemetry.queue_length(engine.queue.len());
-        engine.board.set(id, Slot { state: "busy", current_key: Some(task.key.clone()), started_at: Some(Utc::now()) });
+        engine.board.set(
+            id,
+            Slot {
+                state: "busy",
+                current_key: Some(task.key.clone()),
+                started_at: Some(Utc::now()),
+            },
+        );
         warm_one(&engine, &task).await;
         engine.queue.finish(&task.key);
         engine.board.set(id, Slot::idle());
@@ -147,13 +165,28 @@ pub(crate) async fn warm_one(engine: &Engine, task: &Task) {
     let t = engine.tunables.load_full();
     engine.jobs.mark_in_flight(&task.job_id, &task.key);
     let started = Instant::now();
-    let policy = RetryPolicy { retries: t.retry_attempts, backoff_base: t.backoff_base, timeout: t.origin_timeout };
-    let report = engine.origin.fetch(&task.key, policy, engine.watch.as_ref()).await;
+    let policy = RetryPolicy {
+        retries: t.retry_attempts,
+        backoff_base: t.backoff_base,
+        timeout: t.origin_timeout,
+    };
+    let report = engine
+        .origin
+        .fetch(&task.key, policy, engine.watch.as_ref())
+        .await;
     let (status, bytes, error) = match report.result {
         Ok(fetched) => {
             let bytes = fetched.body.len() as u64;
             let ttl = effective_ttl(fetched.max_age, t.default_ttl, t.ttl_jitter);
-            match engine.writer.write(CacheEntry { key: task.key.clone(), value: fetched.body, ttl }).await {
+            match engine
+                .writer
+                .write(CacheEntry {
+                    key: task.key.clone(),
+                    value: fetched.body,
+                    ttl,
+                })
+                .await
+            {
                 Ok(()) => {
                     engine.telemetry.cache_written(1);
                     engine.recent.insert(task.key.clone(), Instant::now());
@@ -162,15 +195,31 @@ pub(crate) async fn warm_one(engine: &Engine, task: &Task) {
                 Err(e) => (WarmStatus::CacheError, bytes, Some(e.to_string())),
             }
         }
-        Err(OriginError::NotFound) => (WarmStatus::NotFound, 0, Some(OriginError::NotFound.to_string())),
-        Err(e) => (WarmStatus::Failed, 0, Some(format!("{} after {} attempts", e, report.attempts))),
+        Err(OriginError::NotFound) => (
+            WarmStatus::NotFound,
+            0,
+            Some(OriginError::NotFound.to_string()),
+        ),
+        Err(e) => (
+            WarmStatus::Failed,
+            0,
+            Some(format!("{} after {} attempts", e, report.attempts)),
+        ),
     };
     let took = started.elapsed();
-    engine.telemetry.warm_finished(&task.key, task.strategy, status, took, report.attempts);
+    engine
+        .telemetry
+        .warm_finished(&task.key, task.strategy, status, took, report.attempts);
     let duration_ms = duration_ms(took);
     engine.jobs.finish(
         &task.job_id,
-        KeyOutcome::finished(task.key.clone(), status, report.attempts, duration_ms, error.clone()),
+        KeyOutcome::finished(
+            task.key.clone(),
+            status,
+            report.attempts,
+            duration_ms,
+            error.clone(),
+        ),
     );
     engine.events.emit(WarmCompleted {
         key: task.key.clone(),
