@@ -1,0 +1,147 @@
+//! The `warming` binary as an operator runs it: configured by environment,
+//! refusing a bad configuration, and on SIGTERM saving unfinished work and
+//! exiting 0, then picking that work up at the next start.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::origin::TestOrigin;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn(origin: &str, port: u16, state: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_warming"))
+        .arg("serve")
+        .env("WARMING_LISTEN", format!("127.0.0.1:{port}"))
+        .env("WARMING_ORIGIN_URL", origin)
+        .env("WARMING_STATE_DIR", state)
+        .env("WARMING_BUILTIN_SCHEDULES", "false")
+        .env("WARMING_MAX_ORIGIN_RPS", "0")
+        .env("WARMING_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_ready(http: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = http.get(format!("{base}/readyz")).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "service never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let ok = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "no exit within 20 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn sigterm_saves_queued_work_and_the_next_start_finishes_it() {
+    let origin = TestOrigin::start().await;
+    let state = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = spawn(&origin.url_template(), port, state.path());
+    wait_ready(&http, &base).await;
+    http.post(format!("{base}/warm/emergency-stop"))
+        .send()
+        .await
+        .unwrap();
+    let keys: Vec<String> = (0..10).map(|i| format!("p:{i}")).collect();
+    let r: Value = http
+        .post(format!("{base}/warm/key"))
+        .json(&json!({"keys": keys}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["queued"], 10);
+    let job_id = r["job_id"].as_str().unwrap().to_string();
+
+    let status = terminate(&mut child);
+    assert!(status.success(), "exit status {status:?}");
+    let saved: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(state.path().join("pending.json")).unwrap())
+            .unwrap();
+    assert_eq!(saved.len(), 10);
+    assert_eq!(origin.requests(), 0);
+
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = spawn(&origin.url_template(), port, state.path());
+    wait_ready(&http, &base).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let job: Value = http
+            .get(format!("{base}/warm/jobs/{job_id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if job["done"] == true {
+            assert_eq!(job["succeeded"], 10, "{job}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "restored job never finished: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(origin.requests(), 10);
+    assert!(terminate(&mut child).success());
+    assert!(
+        !state.path().join("pending.json").exists(),
+        "nothing left to save"
+    );
+}
+
+#[test]
+fn a_bad_configuration_is_reported_whole_and_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_warming"))
+        .arg("serve")
+        .env("WARMING_LISTEN", "127.0.0.1:0")
+        .env("WARMING_CONCURRENT_WARMERS", "0")
+        .env("WARMING_DEFAULT_STRATEGY", "random")
+        .env("WARMING_ORIGIN_URL", "http://127.0.0.1:1/no-placeholder")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for field in ["concurrent_warmers", "default_strategy", "origin_url"] {
+        assert!(err.contains(field), "{field} not reported in:\n{err}");
+    }
+}
