@@ -97,7 +97,7 @@ pub struct Tunables {
     pub emergency_window: usize,
     /// Wait after an emergency stop before probing the origin again. Default 10 s.
     pub emergency_cooldown: Duration,
-    /// Predictor used by predictive warming (`heuristic`). Default `heuristic`.
+    /// Predictor used by predictive warming (`heuristic` or `frequency`). Default `heuristic`.
     pub predictor: String,
     /// Keys warmed by `POST /warm/trigger-predictive` when no limit is given. Default 100.
     pub predictive_limit: usize,
@@ -129,7 +129,7 @@ impl Default for Tunables {
 }
 
 /// Predictor names the service knows; see [`crate::predict::by_name`].
-pub const PREDICTORS: &[&str] = &["heuristic"];
+pub const PREDICTORS: &[&str] = &["heuristic", "frequency"];
 
 /// One invalid setting: which field, and what is allowed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

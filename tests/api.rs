@@ -633,3 +633,45 @@ async fn read_through_errors_map_to_statuses() {
     assert_eq!(r.headers()["x-cache"], "hit");
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_predictor_is_chosen_by_configuration() {
+    let origin = TestOrigin::start().await;
+    let srv = TestServer::start(settings(&origin.url_template())).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let mut events: Vec<Value> = (0..20)
+        .map(|_| json!({"key": "old-but-busy", "at": now - 50.0 * 60.0}))
+        .collect();
+    events.extend((0..2).map(|_| json!({"key": "fresh-but-rare", "at": now - 60.0})));
+    srv.post("/warm/access", json!({"events": events})).await;
+    srv.post("/warm/emergency-stop", json!({})).await;
+    let (_, h) = srv
+        .post(
+            "/warm/trigger-predictive",
+            json!({"limit": 2, "strategy": "selective"}),
+        )
+        .await;
+    assert_eq!(h["keys"][0], "fresh-but-rare", "heuristic: {h}");
+    let (status, body) = srv
+        .post("/warm/config", json!({"predictor": "frequency"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, f) = srv
+        .post(
+            "/warm/trigger-predictive",
+            json!({"limit": 2, "strategy": "selective"}),
+        )
+        .await;
+    assert_eq!(
+        f["keys"],
+        json!(["old-but-busy", "fresh-but-rare"]),
+        "frequency: {f}"
+    );
+    let (status, body) = srv.post("/warm/config", json!({"predictor": "lstm"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["fields"][0]["field"], "predictor");
+    srv.shutdown().await;
+}

@@ -456,13 +456,18 @@ async fn accepted_work_survives_a_restart() {
 async fn rate_limit_changes_at_run_time() {
     let origin = TestOrigin::start().await;
     let srv = TestServer::start(settings(&origin.url_template())).await;
-    let (status, _) = srv.post("/warm/config", json!({"max_origin_rps": 10})).await;
+    let (status, _) = srv
+        .post("/warm/config", json!({"max_origin_rps": 10}))
+        .await;
     assert_eq!(status, StatusCode::OK);
     let keys: Vec<String> = (0..21).map(|i| format!("rt:{i}")).collect();
     let (_, body) = srv.post("/warm/key", json!({"keys": keys})).await;
     srv.wait_job(body["job_id"].as_str().unwrap(), WAIT).await;
     let times = origin.request_times();
     let span = times.last().unwrap().duration_since(times[0]);
-    assert!(span >= Duration::from_millis(1900), "21 requests at 10/s need ~2 s, took {span:?}");
+    assert!(
+        span >= Duration::from_millis(1900),
+        "21 requests at 10/s need ~2 s, took {span:?}"
+    );
     srv.shutdown().await;
 }

@@ -6,6 +6,7 @@
 //! tracker's [`AccessTracker::for_each`], or from its own history) and be
 //! registered in [`by_name`] and [`crate::config::PREDICTORS`].
 
+pub mod frequency;
 pub mod heuristic;
 
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use crate::access::AccessTracker;
 
+pub use frequency::FrequencyPredictor;
 pub use heuristic::HeuristicPredictor;
 
 /// One predicted key and its score (higher = hotter).
@@ -40,6 +42,7 @@ pub trait Predictor: Send + Sync {
 pub fn by_name(name: &str) -> Option<Arc<dyn Predictor>> {
     match name.trim().to_ascii_lowercase().as_str() {
         heuristic::NAME => Some(Arc::new(HeuristicPredictor)),
+        frequency::NAME => Some(Arc::new(FrequencyPredictor)),
         _ => None,
     }
 }
