@@ -27,6 +27,12 @@ pub struct Prediction {
 /// Predicts hot keys from the access history.
 pub trait Predictor: Send + Sync {
     fn name(&self) -> &'static str;
+    /// Sees every recorded access as it happens (for predictors that keep
+    /// their own history or train online). The tracker has it too.
+    fn observe(&self, _key: &str, _at_unix_secs: u64) {}
+    /// Periodic housekeeping (training, decay); the service calls it every
+    /// few seconds, replay at the same virtual cadence.
+    fn tick(&self, _now_unix_secs: u64) {}
     /// Up to `limit` keys, best first.
     fn predict(
         &self,

@@ -274,6 +274,8 @@ impl Engine {
                 tokio::select! {
                     _ = tick.tick() => {
                         e.telemetry.upkeep();
+                        let predictor = e.predictor.load_full();
+                        let _ = tokio::task::spawn_blocking(move || predictor.tick(now_unix())).await;
                         e.telemetry.queue_length(e.queue.len());
                         if let Some(n) = e.events.nats() {
                             e.telemetry.events_dropped(n.dropped());
@@ -651,8 +653,10 @@ impl Engine {
             }
             batch.push((ev.key.as_str(), at));
         }
+        let predictor = self.predictor.load();
         for (k, at) in &batch {
             self.tracker.record(k, *at);
+            predictor.observe(k, *at);
         }
         self.telemetry.accesses_recorded(batch.len() as u64);
         Ok(batch.len())
@@ -660,7 +664,9 @@ impl Engine {
 
     /// `GET /cache/{key}`: read through the cache, recording the access.
     pub async fn read(&self, key: &str) -> Result<(Bytes, ReadSource), ReadError> {
-        self.tracker.record(key, now_unix());
+        let now = now_unix();
+        self.tracker.record(key, now);
+        self.predictor.load().observe(key, now);
         self.telemetry.accesses_recorded(1);
         let r = self.readthrough.get(key).await;
         if let Ok((_, src)) = &r {
