@@ -27,7 +27,11 @@ impl Recorder {
 
 #[async_trait]
 impl ScheduleRunner for Recorder {
-    async fn run_schedule(&self, spec: &ScheduleSpec) -> Result<String, String> {
+    async fn run_schedule(
+        &self,
+        spec: &ScheduleSpec,
+        _firing: chrono::DateTime<chrono::Utc>,
+    ) -> Result<String, String> {
         let mut calls = self.calls.lock().unwrap();
         calls.push(spec.name.clone());
         if spec.name == "failing" {

@@ -173,6 +173,27 @@ fn build(rps: u32) -> Option<Arc<Active>> {
     }))
 }
 
+/// A gate every origin request passes: the local GCRA limiter here, or the
+/// cluster-wide one in [`crate::cluster`]. `acquire` returns true when the
+/// caller had to wait (a rate-limit hit).
+#[async_trait::async_trait]
+pub trait RateGate: Send + Sync {
+    async fn acquire(&self) -> bool;
+    /// Requests per second; 0 = unlimited. Takes effect for the next `acquire`.
+    fn set_rate(&self, rps: u32);
+}
+
+#[async_trait::async_trait]
+impl RateGate for OriginLimiter {
+    async fn acquire(&self) -> bool {
+        OriginLimiter::acquire(self).await
+    }
+
+    fn set_rate(&self, rps: u32) {
+        OriginLimiter::set_rate(self, rps)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

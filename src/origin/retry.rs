@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 
-use super::limiter::OriginLimiter;
+use super::limiter::RateGate;
 use super::{Fetched, Origin, OriginError};
 
 /// Longest exponential step (before jitter).
@@ -69,11 +69,11 @@ pub struct FetchReport {
 #[derive(Clone)]
 pub struct GuardedOrigin {
     origin: Arc<dyn Origin>,
-    limiter: Arc<OriginLimiter>,
+    limiter: Arc<dyn RateGate>,
 }
 
 impl GuardedOrigin {
-    pub fn new(origin: Arc<dyn Origin>, limiter: Arc<OriginLimiter>) -> Self {
+    pub fn new(origin: Arc<dyn Origin>, limiter: Arc<dyn RateGate>) -> Self {
         GuardedOrigin { origin, limiter }
     }
 
@@ -81,7 +81,7 @@ impl GuardedOrigin {
         &self.origin
     }
 
-    pub fn limiter(&self) -> &Arc<OriginLimiter> {
+    pub fn limiter(&self) -> &Arc<dyn RateGate> {
         &self.limiter
     }
 
@@ -203,7 +203,10 @@ mod tests {
         retries: u32,
         rps: u32,
     ) -> (FetchReport, Counting, Duration) {
-        let guarded = GuardedOrigin::new(Scripted::new(errors), Arc::new(OriginLimiter::new(rps)));
+        let guarded = GuardedOrigin::new(
+            Scripted::new(errors),
+            Arc::new(crate::origin::limiter::OriginLimiter::new(rps)),
+        );
         let observer = Counting::default();
         let start = tokio::time::Instant::now();
         let report = guarded.fetch("k", policy(retries), &observer).await;

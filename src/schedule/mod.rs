@@ -110,7 +110,13 @@ pub enum ScheduleError {
 #[async_trait]
 pub trait ScheduleRunner: Send + Sync {
     /// Queues the action's keys; returns the job id.
-    async fn run_schedule(&self, spec: &ScheduleSpec) -> Result<String, String>;
+    /// `firing` is the scheduled instant (the same on every instance), so a
+    /// cluster can run each firing once.
+    async fn run_schedule(
+        &self,
+        spec: &ScheduleSpec,
+        firing: DateTime<Utc>,
+    ) -> Result<String, String>;
 }
 
 /// Holds every schedule and fires them on time.
@@ -505,19 +511,26 @@ impl Scheduler {
 
     /// Takes the schedules due at `now` (marking them running and arming
     /// their next firing strictly after `now`), and the earliest next firing.
-    fn take_due(&self, now: DateTime<Utc>) -> (Vec<(u64, ScheduleSpec)>, Option<DateTime<Utc>>) {
+    #[allow(clippy::type_complexity)]
+    fn take_due(
+        &self,
+        now: DateTime<Utc>,
+    ) -> (
+        Vec<(u64, ScheduleSpec, DateTime<Utc>)>,
+        Option<DateTime<Utc>>,
+    ) {
         let mut state = self.lock();
         let mut due = Vec::new();
         let mut earliest: Option<DateTime<Utc>> = None;
         for e in state.entries_mut() {
-            if e.next_run.is_some_and(|next| next <= now) {
+            if let Some(firing) = e.next_run.filter(|next| *next <= now) {
                 // However many slots were missed, the schedule runs once.
                 e.next_run = next_after(&e.cron, e.tz, now);
                 if e.running {
                     tracing::warn!(schedule = %e.spec.name, "previous run still in progress; skipping this firing");
                 } else {
                     e.running = true;
-                    due.push((e.id, e.spec.clone()));
+                    due.push((e.id, e.spec.clone(), firing));
                 }
             }
             if let Some(next) = e.next_run {
@@ -561,13 +574,13 @@ impl Scheduler {
 
             let now = Utc::now();
             let (due, earliest) = self.take_due(now);
-            for (id, spec) in due {
+            for (id, spec, firing) in due {
                 let me = self.clone();
                 let runner = runner.clone();
                 tracker.spawn(async move {
                     let started = Utc::now();
                     tracing::info!(schedule = %spec.name, "schedule fired");
-                    let outcome = runner.run_schedule(&spec).await;
+                    let outcome = runner.run_schedule(&spec, firing).await;
                     me.record(id, started, outcome);
                 });
             }

@@ -36,7 +36,7 @@ use crate::events::EventBus;
 use crate::events::nats::NatsPublisher;
 use crate::glob::KeyPattern;
 use crate::keys::validate_key;
-use crate::origin::limiter::OriginLimiter;
+use crate::origin::limiter::{OriginLimiter, RateGate};
 use crate::origin::retry::{FetchObserver, GuardedOrigin};
 use crate::origin::{self, OriginError};
 use crate::predict::{self, Predictor};
@@ -141,7 +141,7 @@ pub struct Engine {
     cache: Arc<dyn Cache>,
     pub(crate) writer: BatchWriter,
     pub(crate) origin: GuardedOrigin,
-    limiter: Arc<OriginLimiter>,
+    limiter: Arc<dyn RateGate>,
     tracker: Arc<AccessTracker>,
     cost: Arc<CostModel>,
     predictor: ArcSwap<Arc<dyn Predictor>>,
@@ -200,7 +200,7 @@ impl Engine {
         )?);
         let predictor = predict::by_name(&tunables.predictor)
             .ok_or_else(|| anyhow::anyhow!("unknown predictor {:?}", tunables.predictor))?;
-        let limiter = Arc::new(OriginLimiter::new(tunables.max_origin_rps));
+        let limiter: Arc<dyn RateGate> = Arc::new(OriginLimiter::new(tunables.max_origin_rps));
         let guarded = GuardedOrigin::new(origin_impl, limiter.clone());
         let tunables: SharedTunables = Arc::new(ArcSwap::from_pointee(tunables));
         let telemetry = Arc::new(Telemetry::new());
@@ -937,7 +937,11 @@ impl Submitted {
 
 #[async_trait]
 impl ScheduleRunner for Engine {
-    async fn run_schedule(&self, spec: &ScheduleSpec) -> Result<String, String> {
+    async fn run_schedule(
+        &self,
+        spec: &ScheduleSpec,
+        _firing: chrono::DateTime<chrono::Utc>,
+    ) -> Result<String, String> {
         let source = format!("schedule:{}", spec.name);
         let priority = spec.priority.unwrap_or(DEFAULT_PRIORITY);
         let result = match &spec.action {
