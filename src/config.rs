@@ -460,6 +460,41 @@ pub struct ServiceConfig {
     pub max_body_bytes: usize,
     /// Finished jobs remembered for `GET /warm/jobs/{id}`. Default 1000.
     pub jobs_retained: usize,
+    /// `none` (default: one independent instance) or `redis` (several
+    /// instances share queue, rate limit, dedup, schedules and state).
+    pub coordination: Coordination,
+    /// Redis used for coordination; default: `cache_url` when that is Redis.
+    pub coordination_url: Option<String>,
+    /// Instances with the same namespace form one service. Default `default`.
+    pub cluster_namespace: String,
+    /// This instance's id in the cluster; default `<hostname>-<pid>`.
+    pub instance_id: Option<String>,
+    /// A claimed key not acknowledged for this long is taken over by another
+    /// instance (its owner is presumed dead). Default 30 s.
+    pub visibility_timeout: Duration,
+}
+
+/// How instances coordinate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Coordination {
+    /// A single, independent instance.
+    #[default]
+    None,
+    /// Shared state in Redis.
+    Redis,
+}
+
+impl FromStr for Coordination {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "none" | "off" | "" => Ok(Coordination::None),
+            "redis" => Ok(Coordination::Redis),
+            other => Err(format!(
+                "unknown coordination {other:?}; allowed: none, redis"
+            )),
+        }
+    }
 }
 
 impl Default for ServiceConfig {
@@ -483,6 +518,11 @@ impl Default for ServiceConfig {
             max_key_len: 1024,
             max_body_bytes: 4 * 1024 * 1024,
             jobs_retained: 1000,
+            coordination: Coordination::None,
+            coordination_url: None,
+            cluster_namespace: "default".into(),
+            instance_id: None,
+            visibility_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -575,6 +615,30 @@ impl ServiceConfig {
             u64::MAX,
             "",
         );
+        if self.coordination == Coordination::Redis && self.coordination_redis_url().is_none() {
+            e.push(FieldError {
+                field: "coordination_url".into(),
+                message: "coordination=redis needs WARMING_COORDINATION_URL=redis://... (or a redis:// cache_url)".into(),
+            });
+        }
+        if self.cluster_namespace.is_empty()
+            || !self
+                .cluster_namespace
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            e.push(FieldError {
+                field: "cluster_namespace".into(),
+                message: "use 1 or more of A-Z a-z 0-9 - _ .".into(),
+            });
+        }
+        check_duration(
+            &mut e,
+            "visibility_timeout",
+            self.visibility_timeout,
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+        );
         if self.nats_subject.is_empty() || self.nats_subject.contains(' ') {
             e.push(FieldError {
                 field: "nats_subject".into(),
@@ -582,6 +646,27 @@ impl ServiceConfig {
             });
         }
         if e.is_empty() { Ok(()) } else { Err(e) }
+    }
+}
+
+impl ServiceConfig {
+    /// The Redis that coordinates instances: `coordination_url`, else a
+    /// single-node Redis `cache_url`.
+    pub fn coordination_redis_url(&self) -> Option<String> {
+        self.coordination_url.clone().or_else(|| {
+            (self.cache_url.starts_with("redis://") || self.cache_url.starts_with("rediss://"))
+                .then(|| self.cache_url.clone())
+        })
+    }
+
+    /// `instance_id`, or `<hostname>-<pid>`.
+    pub fn effective_instance_id(&self) -> String {
+        self.instance_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "warming".into());
+            format!("{host}-{}", std::process::id())
+        })
     }
 }
 
@@ -776,6 +861,11 @@ impl Settings {
         l.parse("max_key_len", &mut s.max_key_len);
         l.parse("max_body_bytes", &mut s.max_body_bytes);
         l.parse("jobs_retained", &mut s.jobs_retained);
+        l.parse("coordination", &mut s.coordination);
+        l.opt_string("coordination_url", &mut s.coordination_url);
+        l.string("cluster_namespace", &mut s.cluster_namespace);
+        l.opt_string("instance_id", &mut s.instance_id);
+        l.duration("visibility_timeout", SECOND, &mut s.visibility_timeout);
 
         if let Some(table) = table.as_ref() {
             for key in table.keys() {
@@ -845,6 +935,11 @@ pub const KNOWN_FIELDS: &[&str] = &[
     "max_key_len",
     "max_body_bytes",
     "jobs_retained",
+    "coordination",
+    "coordination_url",
+    "cluster_namespace",
+    "instance_id",
+    "visibility_timeout",
 ];
 
 #[cfg(test)]
