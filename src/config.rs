@@ -129,7 +129,7 @@ impl Default for Tunables {
 }
 
 /// Predictor names the service knows; see [`crate::predict::by_name`].
-pub const PREDICTORS: &[&str] = &["heuristic", "frequency"];
+pub const PREDICTORS: &[&str] = &["heuristic", "frequency", "learned"];
 
 /// One invalid setting: which field, and what is allowed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,6 +8,7 @@
 
 pub mod frequency;
 pub mod heuristic;
+pub mod learned;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use crate::access::AccessTracker;
 
 pub use frequency::FrequencyPredictor;
 pub use heuristic::HeuristicPredictor;
+pub use learned::LearnedPredictor;
 
 /// One predicted key and its score (higher = hotter).
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +51,7 @@ pub fn by_name(name: &str) -> Option<Arc<dyn Predictor>> {
     match name.trim().to_ascii_lowercase().as_str() {
         heuristic::NAME => Some(Arc::new(HeuristicPredictor)),
         frequency::NAME => Some(Arc::new(FrequencyPredictor)),
+        learned::NAME => Some(Arc::new(LearnedPredictor::from_env())),
         _ => None,
     }
 }

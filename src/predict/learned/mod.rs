@@ -1,0 +1,648 @@
+//! The `learned` predictor: a model trained online from the service's own
+//! access history, which predicts the probability that a key is requested
+//! within the next window and warms the likeliest keys.
+//!
+//! # How it works
+//!
+//! - **State** ([`features::KeyState`], updated in [`Predictor::observe`],
+//!   O(1) per access): per key, decayed counts at four half-lives, first and
+//!   last access, count, inter-arrival statistics and a coarse hour-of-day /
+//!   day-of-week profile; per key prefix, decayed counts in a fixed-size
+//!   hashed table. At most `max_keys` keys are kept (sharded; a full shard
+//!   evicts its coldest ~10% by 3-h decayed count), so memory is bounded
+//!   whatever number of distinct keys arrives: about 100 bytes per key plus
+//!   a fixed 1 MiB of prefix table.
+//! - **Training** ([`Predictor::tick`]): every `sample_every` seconds the
+//!   predictor snapshots the feature vectors of `samples` keys drawn
+//!   uniformly from the keys it tracks; `horizon` seconds later each snapshot
+//!   is labelled "was the key requested after the snapshot" (its last access
+//!   is newer than the snapshot) and fed to the model (one SGD step each).
+//!   The horizon is the `window` of the latest `predict` call, clamped to
+//!   `60..=max_horizon` seconds (default 900 s) so that labels arrive within
+//!   minutes of a start.
+//! - **Model** ([`model::Logistic`]): logistic regression with AdaGrad,
+//!   starting from hand-set prior weights so it ranks sensibly before the
+//!   first label. With the `onnx` cargo feature and
+//!   `WARMING_PREDICTOR_MODEL=path.onnx`, a model trained offline scores
+//!   instead (see `onnx.rs`; the online model keeps training but is unused).
+//! - **Prediction** ([`Predictor::predict`]): every tracked key is scored,
+//!   the top `limit` chosen with a bounded heap, O(n log limit). Before the
+//!   predictor has seen any access (e.g. just after it was selected at run
+//!   time), it answers with the heuristic on the service's tracker.
+//!
+//! # The feature vector
+//!
+//! [`features::NUM_FEATURES`] (16) `f32`s, in the order and with the
+//! definitions of [`features::FEATURE_NAMES`]; the same vector is the input
+//! of an ONNX model (`[N, 16]` float32). `docs/learned-predictor.md`
+//! explains how to compute it from logs to train a model offline.
+//!
+//! # Configuration (environment, read when the predictor is created)
+//!
+//! - `WARMING_PREDICTOR_MODEL`: path of an ONNX model (needs the `onnx`
+//!   feature; without it, or if the file cannot be loaded, an error is
+//!   logged and the online model is used).
+//! - `WARMING_LEARNED_MAX_KEYS`: keys with feature state (default 262,144).
+
+pub mod features;
+pub mod model;
+#[cfg(feature = "onnx")]
+pub mod onnx;
+
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use compact_str::CompactString;
+use hashbrown::{DefaultHashBuilder, HashTable};
+use parking_lot::{Mutex, RwLock};
+
+use self::features::{Context, Features, KeyState, PrefixTable, features, prefix_of};
+use self::model::Logistic;
+use super::{HeuristicPredictor, Prediction, Predictor};
+use crate::access::AccessTracker;
+use crate::access::topk::TopK;
+
+/// Name used in configuration.
+pub const NAME: &str = "learned";
+
+/// Environment variable naming an ONNX model file.
+pub const MODEL_ENV: &str = "WARMING_PREDICTOR_MODEL";
+/// Environment variable overriding [`LearnedConfig::max_keys`].
+pub const MAX_KEYS_ENV: &str = "WARMING_LEARNED_MAX_KEYS";
+
+const SHARDS: usize = 16;
+const UNSET: u64 = u64::MAX;
+/// The base is set this long before the first access, so that accesses
+/// recorded out of order (older than the first one) still fit.
+const BASE_SLACK: u64 = 7 * 86_400;
+
+/// Tunables of the learned predictor.
+#[derive(Debug, Clone)]
+pub struct LearnedConfig {
+    /// Most keys with feature state.
+    pub max_keys: usize,
+    /// Seconds between two training snapshots.
+    pub sample_every_secs: u64,
+    /// Keys per snapshot.
+    pub samples: usize,
+    /// Longest label horizon, seconds.
+    pub max_horizon_secs: u32,
+    /// Horizon used before the first `predict` call, seconds.
+    pub default_horizon_secs: u32,
+    /// Most snapshots waiting for their label.
+    pub max_pending: usize,
+    /// Slots of the prefix table (power of two).
+    pub prefix_slots: usize,
+    /// AdaGrad learning rate and L2 penalty.
+    pub learning_rate: f32,
+    pub l2: f32,
+    /// Seed of the sampler.
+    pub seed: u64,
+}
+
+impl Default for LearnedConfig {
+    fn default() -> Self {
+        LearnedConfig {
+            max_keys: 1 << 18,
+            sample_every_secs: 30,
+            samples: 256,
+            max_horizon_secs: 900,
+            default_horizon_secs: 900,
+            max_pending: 200_000,
+            prefix_slots: 1 << 16,
+            learning_rate: 0.05,
+            l2: 1e-5,
+            seed: 0x5eed,
+        }
+    }
+}
+
+struct Entry {
+    key: CompactString,
+    hash: u64,
+    prefix_hash: u64,
+    state: KeyState,
+}
+
+struct Shard {
+    /// Indexes into `entries`.
+    index: HashTable<u32>,
+    entries: Vec<Entry>,
+    cap: usize,
+    /// Newest relative time seen by this shard.
+    latest: u32,
+}
+
+impl Shard {
+    fn new(cap: usize) -> Self {
+        Shard {
+            index: HashTable::new(),
+            entries: Vec::new(),
+            cap,
+            latest: 0,
+        }
+    }
+
+    fn find(&self, hash: u64, key: &str) -> Option<usize> {
+        self.index
+            .find(hash, |&i| self.entries[i as usize].key == key)
+            .map(|&i| i as usize)
+    }
+
+    fn find_hash(&self, hash: u64) -> Option<&Entry> {
+        self.index
+            .find(hash, |&i| self.entries[i as usize].hash == hash)
+            .map(|&i| &self.entries[i as usize])
+    }
+
+    /// Drops the coldest ~10% (at least one) and rebuilds the index.
+    fn evict(&mut self) {
+        let n = self.entries.len();
+        if n == 0 {
+            return;
+        }
+        let k = (n / 10).max(1);
+        let now = self.latest;
+        let mut w: Vec<f32> = self.entries.iter().map(|e| e.state.warmth(now)).collect();
+        let (_, &mut threshold, _) = w.select_nth_unstable_by(k - 1, f32::total_cmp);
+        let below = w.iter().filter(|&&x| x < threshold).count();
+        drop(w);
+        let mut ties = k - below;
+        self.entries.retain(|e| {
+            let x = e.state.warmth(now);
+            if x < threshold {
+                false
+            } else if x == threshold && ties > 0 {
+                ties -= 1;
+                false
+            } else {
+                true
+            }
+        });
+        self.index.clear();
+        for (i, e) in self.entries.iter().enumerate() {
+            let entries = &self.entries;
+            self.index
+                .insert_unique(e.hash, i as u32, |&j| entries[j as usize].hash);
+        }
+    }
+}
+
+/// A pending training example: features at `at`, labelled at `at + horizon`.
+struct Pending {
+    hash: u64,
+    at: u64,
+    horizon: u32,
+    x: Features,
+}
+
+struct Trainer {
+    model: Logistic,
+    pending: std::collections::VecDeque<Pending>,
+    last_snapshot: Option<u64>,
+    rng: u64,
+    positives: u64,
+    labelled: u64,
+}
+
+impl Trainer {
+    /// SplitMix64 (Steele, Lea and Flood, "Fast splittable pseudorandom
+    /// number generators", OOPSLA 2014).
+    fn next(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (((self.next() >> 32) * n as u64) >> 32) as usize
+    }
+}
+
+/// How the keys are scored.
+enum Scorer {
+    /// The online logistic regression.
+    Online,
+    /// A model trained offline.
+    #[cfg(feature = "onnx")]
+    Onnx(onnx::OnnxModel),
+}
+
+/// Statistics of the predictor, for tests, examples and logs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LearnedStats {
+    pub keys: usize,
+    pub examples: u64,
+    pub positives: u64,
+    pub pending: usize,
+    /// Running log-loss of the online model on examples before it trained on them.
+    pub running_loss: f64,
+    pub weights: Vec<f32>,
+    pub bias: f32,
+}
+
+/// The learned predictor (see the module doc).
+pub struct LearnedPredictor {
+    cfg: LearnedConfig,
+    hasher: DefaultHashBuilder,
+    shards: Box<[Mutex<Shard>]>,
+    prefixes: Box<[Mutex<PrefixTable>]>,
+    base: AtomicU64,
+    horizon: AtomicU32,
+    trainer: Mutex<Trainer>,
+    /// The model used by `predict`, copied from the trainer after each tick.
+    model: RwLock<Logistic>,
+    scorer: Scorer,
+}
+
+impl Default for LearnedPredictor {
+    fn default() -> Self {
+        LearnedPredictor::new(LearnedConfig::default())
+    }
+}
+
+impl LearnedPredictor {
+    /// A predictor with the online model.
+    pub fn new(cfg: LearnedConfig) -> Self {
+        let per_shard = cfg.max_keys.div_ceil(SHARDS);
+        let model = Logistic::new(cfg.learning_rate, cfg.l2);
+        LearnedPredictor {
+            hasher: DefaultHashBuilder::default(),
+            shards: (0..SHARDS)
+                .map(|i| {
+                    let cap = if i < cfg.max_keys % SHARDS || cfg.max_keys % SHARDS == 0 {
+                        per_shard
+                    } else {
+                        per_shard - 1
+                    };
+                    Mutex::new(Shard::new(cap.min(cfg.max_keys)))
+                })
+                .collect(),
+            prefixes: (0..SHARDS)
+                .map(|_| Mutex::new(PrefixTable::new(cfg.prefix_slots / SHARDS)))
+                .collect(),
+            base: AtomicU64::new(UNSET),
+            horizon: AtomicU32::new(
+                cfg.default_horizon_secs
+                    .clamp(60, cfg.max_horizon_secs.max(60)),
+            ),
+            trainer: Mutex::new(Trainer {
+                model: model.clone(),
+                pending: Default::default(),
+                last_snapshot: None,
+                rng: cfg.seed,
+                positives: 0,
+                labelled: 0,
+            }),
+            model: RwLock::new(model),
+            scorer: Scorer::Online,
+            cfg,
+        }
+    }
+
+    /// The predictor as the service creates it: [`LearnedConfig::default`],
+    /// `WARMING_LEARNED_MAX_KEYS` and `WARMING_PREDICTOR_MODEL` from the
+    /// environment.
+    pub fn from_env() -> Self {
+        let mut cfg = LearnedConfig::default();
+        if let Ok(v) = std::env::var(MAX_KEYS_ENV) {
+            match v.trim().parse() {
+                Ok(n) => cfg.max_keys = n,
+                Err(_) => tracing::error!(
+                    "{MAX_KEYS_ENV}={v:?} is not a number; using {}",
+                    cfg.max_keys
+                ),
+            }
+        }
+        #[allow(unused_mut)]
+        let mut p = LearnedPredictor::new(cfg);
+        if let Some(path) = std::env::var_os(MODEL_ENV).filter(|v| !v.is_empty()) {
+            #[cfg(feature = "onnx")]
+            match onnx::OnnxModel::load(std::path::Path::new(&path)) {
+                Ok(m) => {
+                    tracing::info!(path = %path.to_string_lossy(), "learned predictor: ONNX model loaded");
+                    p.scorer = Scorer::Onnx(m);
+                }
+                Err(e) => tracing::error!(
+                    path = %path.to_string_lossy(),
+                    "learned predictor: cannot load the ONNX model ({e:#}); using the online model"
+                ),
+            }
+            #[cfg(not(feature = "onnx"))]
+            tracing::error!(
+                path = %path.to_string_lossy(),
+                "{MODEL_ENV} is set but this build has no `onnx` feature; using the online model"
+            );
+        }
+        p
+    }
+
+    /// A predictor that scores with an ONNX model loaded from `path`.
+    #[cfg(feature = "onnx")]
+    pub fn with_onnx(cfg: LearnedConfig, path: &std::path::Path) -> anyhow::Result<Self> {
+        let mut p = LearnedPredictor::new(cfg);
+        p.scorer = Scorer::Onnx(onnx::OnnxModel::load(path)?);
+        Ok(p)
+    }
+
+    fn shard(&self, hash: u64) -> &Mutex<Shard> {
+        &self.shards[((hash >> 40) as usize) % SHARDS]
+    }
+
+    fn prefix_shard(&self, hash: u64) -> usize {
+        ((hash >> 40) as usize) % SHARDS
+    }
+
+    fn base_for(&self, at: u64) -> u64 {
+        let b = self.base.load(Ordering::Relaxed);
+        if b != UNSET {
+            return b;
+        }
+        let candidate = at.saturating_sub(BASE_SLACK);
+        match self
+            .base
+            .compare_exchange(UNSET, candidate, Ordering::Relaxed, Ordering::Relaxed)
+        {
+            Ok(_) => candidate,
+            Err(actual) => actual,
+        }
+    }
+
+    fn rel(base: u64, at: u64) -> u32 {
+        at.saturating_sub(base).min(u64::from(u32::MAX)) as u32
+    }
+
+    /// Keys with feature state.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().entries.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes allocated for keys, states and indexes (not the fixed prefix table).
+    pub fn heap_bytes(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                let s = s.lock();
+                let keys: usize = s
+                    .entries
+                    .iter()
+                    .filter(|e| e.key.is_heap_allocated())
+                    .map(|e| e.key.capacity())
+                    .sum();
+                s.entries.capacity() * std::mem::size_of::<Entry>()
+                    + s.index.allocation_size()
+                    + keys
+            })
+            .sum()
+    }
+
+    /// Bytes of the prefix table (fixed).
+    pub fn prefix_bytes(&self) -> usize {
+        self.prefixes.iter().map(|p| p.lock().bytes()).sum()
+    }
+
+    pub fn stats(&self) -> LearnedStats {
+        let t = self.trainer.lock();
+        let (w, b) = t.model.weights();
+        LearnedStats {
+            keys: self.len(),
+            examples: t.labelled,
+            positives: t.positives,
+            pending: t.pending.len(),
+            running_loss: t.model.running_loss(),
+            weights: w.to_vec(),
+            bias: b,
+        }
+    }
+
+    /// The feature vector of `key` at `now` for a window of `horizon_secs`
+    /// (None if the key has no state). For tests and offline checks.
+    pub fn features_of(
+        &self,
+        key: &str,
+        now_unix_secs: u64,
+        horizon_secs: u32,
+    ) -> Option<Features> {
+        let base = self.base.load(Ordering::Relaxed);
+        if base == UNSET {
+            return None;
+        }
+        let hash = self.hasher.hash_one(key);
+        let (state, prefix_hash) = {
+            let s = self.shard(hash).lock();
+            let e = &s.entries[s.find(hash, key)?];
+            (e.state, e.prefix_hash)
+        };
+        let ctx = self.context(base, now_unix_secs, horizon_secs);
+        let p = self.prefixes[self.prefix_shard(prefix_hash)]
+            .lock()
+            .counts(prefix_hash, ctx.now_rel);
+        Some(features(&state, p, &ctx))
+    }
+
+    fn context(&self, base: u64, now_unix: u64, horizon_secs: u32) -> Context {
+        Context {
+            now_rel: Self::rel(base, now_unix),
+            now_unix,
+            horizon_secs,
+        }
+    }
+
+    /// Snapshots `samples` random keys at `now` for training.
+    fn snapshot(&self, t: &mut Trainer, base: u64, now: u64) {
+        let horizon = self.horizon.load(Ordering::Relaxed);
+        let ctx = self.context(base, now, horizon);
+        let prefixes: Vec<_> = self.prefixes.iter().map(|p| p.lock()).collect();
+        let shards: Vec<_> = self.shards.iter().map(|s| s.lock()).collect();
+        let total: usize = shards.iter().map(|s| s.entries.len()).sum();
+        if total == 0 {
+            return;
+        }
+        for _ in 0..self.cfg.samples.min(total) {
+            if t.pending.len() >= self.cfg.max_pending {
+                break;
+            }
+            let mut i = t.below(total);
+            let shard = shards
+                .iter()
+                .find(|s| {
+                    if i < s.entries.len() {
+                        true
+                    } else {
+                        i -= s.entries.len();
+                        false
+                    }
+                })
+                .expect("index below total");
+            let e = &shard.entries[i];
+            let p = prefixes[self.prefix_shard(e.prefix_hash)].counts(e.prefix_hash, ctx.now_rel);
+            t.pending.push_back(Pending {
+                hash: e.hash,
+                at: now,
+                horizon,
+                x: features(&e.state, p, &ctx),
+            });
+        }
+    }
+
+    /// Labels and trains on every snapshot whose horizon has passed.
+    fn train_due(&self, t: &mut Trainer, base: u64, now: u64) {
+        while let Some(p) = t.pending.front() {
+            if p.at + u64::from(p.horizon) > now {
+                break;
+            }
+            let Some(p) = t.pending.pop_front() else {
+                break;
+            };
+            let at_rel = Self::rel(base, p.at);
+            let y = self
+                .shard(p.hash)
+                .lock()
+                .find_hash(p.hash)
+                .is_some_and(|e| e.state.last > at_rel);
+            t.model.update(&p.x, y, 1.0);
+            t.labelled += 1;
+            t.positives += u64::from(y);
+        }
+    }
+}
+
+impl Predictor for LearnedPredictor {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn observe(&self, key: &str, at_unix_secs: u64) {
+        if self.cfg.max_keys == 0 {
+            return;
+        }
+        let base = self.base_for(at_unix_secs);
+        let rel = Self::rel(base, at_unix_secs);
+        let hash = self.hasher.hash_one(key);
+        let prefix_hash = {
+            let mut s = self.shard(hash).lock();
+            s.latest = s.latest.max(rel);
+            if let Some(i) = s.find(hash, key) {
+                let e = &mut s.entries[i];
+                e.state.hit(rel, at_unix_secs);
+                e.prefix_hash
+            } else {
+                if s.entries.len() >= s.cap {
+                    s.evict();
+                }
+                let prefix_hash = self.hasher.hash_one(prefix_of(key));
+                let i = s.entries.len() as u32;
+                s.entries.push(Entry {
+                    key: CompactString::from(key),
+                    hash,
+                    prefix_hash,
+                    state: KeyState::new(rel, at_unix_secs),
+                });
+                let Shard { index, entries, .. } = &mut *s;
+                index.insert_unique(hash, i, |&j| entries[j as usize].hash);
+                prefix_hash
+            }
+        };
+        self.prefixes[self.prefix_shard(prefix_hash)]
+            .lock()
+            .hit(prefix_hash, rel);
+    }
+
+    fn tick(&self, now_unix_secs: u64) {
+        let base = self.base.load(Ordering::Relaxed);
+        if base == UNSET {
+            return;
+        }
+        let mut t = self.trainer.lock();
+        self.train_due(&mut t, base, now_unix_secs);
+        let due = t
+            .last_snapshot
+            .is_none_or(|s| now_unix_secs >= s + self.cfg.sample_every_secs);
+        if due {
+            t.last_snapshot = Some(now_unix_secs);
+            self.snapshot(&mut t, base, now_unix_secs);
+        }
+        *self.model.write() = t.model.clone();
+    }
+
+    fn predict(
+        &self,
+        tracker: &AccessTracker,
+        now_unix_secs: u64,
+        window: Duration,
+        limit: usize,
+    ) -> Vec<Prediction> {
+        if limit == 0 {
+            return Vec::new();
+        }
+        let horizon = window
+            .as_secs()
+            .clamp(60, u64::from(self.cfg.max_horizon_secs.max(60))) as u32;
+        self.horizon.store(horizon, Ordering::Relaxed);
+        let base = self.base.load(Ordering::Relaxed);
+        if base == UNSET || self.is_empty() {
+            return HeuristicPredictor.predict(tracker, now_unix_secs, window, limit);
+        }
+        // The window asked for is used in the features (hour of day of the
+        // target, horizon) even beyond the training horizon's clamp.
+        let ctx = self.context(
+            base,
+            now_unix_secs,
+            window.as_secs().min(u64::from(u32::MAX)) as u32,
+        );
+        let model = self.model.read().clone();
+        let prefixes: Vec<_> = self.prefixes.iter().map(|p| p.lock()).collect();
+        let mut top = TopK::new(limit);
+        for shard in self.shards.iter() {
+            let s = shard.lock();
+            match &self.scorer {
+                Scorer::Online => {
+                    for e in &s.entries {
+                        let p = prefixes[self.prefix_shard(e.prefix_hash)]
+                            .counts(e.prefix_hash, ctx.now_rel);
+                        let x = features(&e.state, p, &ctx);
+                        top.offer(f64::from(model.probability(&x)), &e.key);
+                    }
+                }
+                #[cfg(feature = "onnx")]
+                Scorer::Onnx(m) => {
+                    let mut scores = Vec::new();
+                    let batch: Vec<Features> = s
+                        .entries
+                        .iter()
+                        .map(|e| {
+                            let p = prefixes[self.prefix_shard(e.prefix_hash)]
+                                .counts(e.prefix_hash, ctx.now_rel);
+                            features(&e.state, p, &ctx)
+                        })
+                        .collect();
+                    match m.score(&batch, &mut scores) {
+                        Ok(()) => {
+                            for (e, sc) in s.entries.iter().zip(&scores) {
+                                top.offer(f64::from(*sc), &e.key);
+                            }
+                        }
+                        Err(err) => {
+                            tracing::error!("learned predictor: ONNX inference failed: {err:#}");
+                            return Vec::new();
+                        }
+                    }
+                }
+            }
+        }
+        top.into_sorted()
+            .into_iter()
+            .map(|(key, score)| Prediction { key, score })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,193 @@
+//! Unit tests of the learned predictor: state through `observe`, online
+//! training on a synthetic periodic pattern, bounded top-K and memory.
+
+use super::*;
+
+const T0: u64 = 1_700_000_000;
+
+fn small(max_keys: usize) -> LearnedConfig {
+    LearnedConfig {
+        max_keys,
+        ..LearnedConfig::default()
+    }
+}
+
+#[test]
+fn observe_builds_the_features_of_a_hand_made_history() {
+    let p = LearnedPredictor::new(small(1000));
+    // user:1:a at T0, T0+60, T0+120; user:1:b once at T0+100 (same prefix).
+    for t in [0, 60, 120] {
+        p.observe("user:1:a", T0 + t);
+    }
+    p.observe("user:1:b", T0 + 100);
+    let f = p.features_of("user:1:a", T0 + 180, 600).unwrap();
+    assert!(
+        (f[4] - 1f32.ln_1p()).abs() < 1e-5,
+        "1 min since last: {f:?}"
+    );
+    assert!((f[5] - 3f32.ln_1p()).abs() < 1e-5, "3 accesses");
+    assert!((f[6] - 3f32.ln_1p()).abs() < 1e-5, "first seen 3 min ago");
+    assert!((f[7] - 61f32.ln()).abs() < 1e-4, "gaps of 60 s");
+    assert_eq!(f[10], 1.0);
+    // The prefix saw 4 accesses within 3 min: its 30-min count is a bit under 4.
+    let prefix_30m = f[14].exp_m1();
+    assert!(prefix_30m > 3.8 && prefix_30m < 4.0, "{prefix_30m}");
+    let b = p.features_of("user:1:b", T0 + 180, 600).unwrap();
+    assert_eq!(b[14], f[14], "same prefix, same prefix features");
+    assert_eq!(b[10], 0.0, "one access: no gaps");
+    assert!(p.features_of("user:2:a", T0, 600).is_none());
+}
+
+/// Keys `p:i` are requested every 300 s (phase `i`); noise keys `n:j` once
+/// each. Labels for a 60-s horizon depend on the phase of the periodic keys,
+/// which the prior weights do not know. Training must lower the log-loss on
+/// fresh examples.
+#[test]
+fn training_improves_log_loss_on_a_periodic_pattern() {
+    let cfg = LearnedConfig {
+        max_keys: 10_000,
+        sample_every_secs: 10,
+        samples: 64,
+        max_horizon_secs: 60,
+        default_horizon_secs: 60,
+        learning_rate: 0.1,
+        ..LearnedConfig::default()
+    };
+    let p = LearnedPredictor::new(cfg);
+    let period = 300u64;
+    let periodic = 40u64;
+    let noise = std::cell::Cell::new(0u64);
+    let mut rng = 7u64;
+    let mut step = |p: &LearnedPredictor, t: u64| {
+        let mut n = noise.get();
+        for i in 0..periodic {
+            if t % period == (i * period / periodic) {
+                p.observe(&format!("p:{i}"), T0 + t);
+            }
+        }
+        // ~1 new noise key per second, one in 4 seen again once later.
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        n += 1;
+        noise.set(n);
+        p.observe(&format!("n:{n}"), T0 + t);
+        if (rng >> 33) % 4 == 0 && n > 100 {
+            p.observe(&format!("n:{}", n - 100), T0 + t);
+        }
+        if t % 5 == 0 {
+            p.tick(T0 + t);
+        }
+    };
+    // Warm up without training so every key has a history.
+    for t in 0..2 * period {
+        step(&p, t);
+    }
+    let prior = p.model.read().clone();
+    let train_until = 2 * period + 3600;
+    for t in 2 * period..train_until {
+        step(&p, t);
+    }
+    let trained = p.model.read().clone();
+    // Fresh examples: features at `at`, label = accessed in (at, at + 60].
+    let at = T0 + train_until;
+    let keys: Vec<String> = (0..periodic)
+        .map(|i| format!("p:{i}"))
+        .chain((noise.get() - 200..noise.get()).map(|j| format!("n:{j}")))
+        .collect();
+    let xs: Vec<Features> = keys
+        .iter()
+        .map(|k| p.features_of(k, at, 60).unwrap())
+        .collect();
+    for t in train_until + 1..=train_until + 60 {
+        step(&p, t);
+    }
+    let ys: Vec<bool> = keys
+        .iter()
+        .zip(&xs)
+        // Accessed in (at, at + 60] iff its access count grew.
+        .map(|(k, x)| p.features_of(k, at + 60, 60).unwrap()[5] > x[5])
+        .collect();
+    assert!(ys.iter().any(|&y| y) && ys.iter().any(|&y| !y));
+    let loss = |m: &Logistic| {
+        xs.iter()
+            .zip(&ys)
+            .map(|(x, &y)| m.log_loss(x, y))
+            .sum::<f64>()
+            / xs.len() as f64
+    };
+    let (before, after) = (loss(&prior), loss(&trained));
+    let st = p.stats();
+    assert!(st.examples > 5000, "{st:?}");
+    assert!(
+        after < before * 0.9,
+        "log-loss {before:.4} -> {after:.4}; {st:?}"
+    );
+}
+
+#[test]
+fn predict_returns_a_bounded_sorted_top_k() {
+    let p = LearnedPredictor::new(small(10_000));
+    for i in 0..500u64 {
+        for _ in 0..=(i % 10) {
+            p.observe(&format!("k:{i}"), T0 + i);
+        }
+    }
+    p.tick(T0 + 500);
+    let tracker = AccessTracker::new(10, Duration::from_secs(900));
+    let top = p.predict(&tracker, T0 + 500, Duration::from_secs(600), 20);
+    assert_eq!(top.len(), 20);
+    assert!(top.windows(2).all(|w| w[0].score >= w[1].score), "{top:?}");
+    assert!(top.iter().all(|x| x.score > 0.0 && x.score < 1.0));
+    // The hottest recent keys (10 accesses each, the latest ones) come first.
+    assert!(top[0].key.starts_with("k:4"), "{top:?}");
+    assert!(p.predict(&tracker, T0 + 500, Duration::ZERO, 0).is_empty());
+    assert_eq!(
+        p.predict(&tracker, T0 + 500, Duration::from_secs(60), 10_000)
+            .len(),
+        500
+    );
+}
+
+#[test]
+fn falls_back_to_the_heuristic_before_any_access() {
+    let p = LearnedPredictor::new(small(100));
+    let tracker = AccessTracker::new(100, Duration::from_secs(900));
+    tracker.record("a", T0);
+    tracker.record("a", T0);
+    tracker.record("b", T0);
+    let top = p.predict(&tracker, T0 + 1, Duration::from_secs(3600), 5);
+    let keys: Vec<_> = top.iter().map(|x| x.key.as_str()).collect();
+    assert_eq!(keys, ["a", "b"]);
+    p.tick(T0 + 5); // nothing to train on: no panic
+}
+
+#[test]
+fn memory_stays_bounded_under_many_distinct_keys() {
+    let p = LearnedPredictor::new(small(2_000));
+    for i in 0..200_000u64 {
+        p.observe(&format!("distinct:{i}"), T0 + i / 100);
+        if i % 500 == 0 {
+            p.tick(T0 + i / 100);
+        }
+    }
+    // A hot key survives the eviction sweeps.
+    for i in 0..1000u64 {
+        p.observe("hot", T0 + 2000 + i);
+        p.observe(&format!("late:{i}"), T0 + 2000 + i);
+    }
+    assert!(p.len() <= 2_000, "{}", p.len());
+    assert!(p.len() >= 1_500, "{}", p.len());
+    assert!(p.features_of("hot", T0 + 3000, 60).is_some());
+    let per_key = p.heap_bytes() / p.len();
+    assert!(per_key < 200, "{per_key} bytes per key");
+    assert!(p.prefix_bytes() <= 1 << 20);
+    assert!(p.stats().pending <= LearnedConfig::default().max_pending);
+}
+
+#[test]
+fn zero_keys_tracks_nothing() {
+    let p = LearnedPredictor::new(small(0));
+    p.observe("a", T0);
+    assert!(p.is_empty());
+}
