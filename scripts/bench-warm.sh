@@ -1,0 +1,367 @@
+#!/usr/bin/env bash
+# Warm-throughput benchmark.
+#
+# Warms BENCH_KEYS (100,000) keys from a fast local origin (Debian's nginx
+# serving small files) into the real Redis (DB BENCH_REDIS_DB, 12) with the
+# origin rate limit off, and in the same run measures the origin's own
+# capacity with wrk over the same URLs. Target: the service moves at least 90%
+# of the keys per second that the origin alone serves.
+#
+#   scripts/bench-warm.sh                      # from the repo root
+#   BENCH_CONCURRENCY="32 64 128" scripts/bench-warm.sh
+#   BENCH_CACHES="redis memory" scripts/bench-warm.sh   # also warm into memory://
+#   BENCH_PERF=1 scripts/bench-warm.sh         # perf profile of the service (best effort)
+#
+# Settings (environment, defaults in brackets):
+#   BENCH_KEYS [100000]   BENCH_CHUNK [10000] keys per POST /warm/key
+#   BENCH_CONCURRENCY ["64 128"] WARMING_CONCURRENT_WARMERS values to sweep
+#   BENCH_BATCH [100]     WARMING_MAX_BATCH_SIZE
+#   BENCH_CACHES [redis]  any of: redis memory
+#   BENCH_ORIGIN_PORT [18080]  BENCH_SVC_PORT [18081]  BENCH_REDIS_DB [12]
+#   BENCH_NGINX_WORKERS [2]    BENCH_WRK_THREADS [2] BENCH_WRK_CONNS [64]
+#   BENCH_WRK_DURATION [10s]   BENCH_RUN_TIMEOUT [600] seconds per warm run
+#   BENCH_SKIP_BUILD [0]  BENCH_PERF [0]  BENCH_STRICT [0] exit 2 if under target
+#   BENCH_QUIET_WAIT [0] wait up to this many seconds for 1-min load <= BENCH_QUIET_LOAD [1.0]
+#
+# Everything listens on and talks to 127.0.0.1 only. Cleans up on exit:
+# stops nginx and the service, FLUSHDB of its own Redis DB, removes temp files.
+# Exit status: 0 done (target met or not, unless BENCH_STRICT=1), 1 error or a
+# failed check (keys missing in Redis, failed keys, origin errors), 2 under
+# target with BENCH_STRICT=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+KEYS=${BENCH_KEYS:-100000}
+CHUNK=${BENCH_CHUNK:-10000}
+CONCURRENCY=${BENCH_CONCURRENCY:-"64 128"}
+BATCH=${BENCH_BATCH:-100}
+CACHES=${BENCH_CACHES:-redis}
+ORIGIN_PORT=${BENCH_ORIGIN_PORT:-18080}
+SVC_PORT=${BENCH_SVC_PORT:-18081}
+REDIS_DB=${BENCH_REDIS_DB:-12}
+NGINX_WORKERS=${BENCH_NGINX_WORKERS:-2}
+WRK_THREADS=${BENCH_WRK_THREADS:-2}
+WRK_CONNS=${BENCH_WRK_CONNS:-64}
+WRK_DURATION=${BENCH_WRK_DURATION:-10s}
+RUN_TIMEOUT=${BENCH_RUN_TIMEOUT:-600}
+SKIP_BUILD=${BENCH_SKIP_BUILD:-0}
+PERF=${BENCH_PERF:-0}
+STRICT=${BENCH_STRICT:-0}
+TARGET_PCT=90
+PREFIX="benchwarm:"
+BIN=target/release/warming
+REDIS=(redis-cli -h 127.0.0.1 -p 6379 -n "$REDIS_DB")
+
+# Nothing from the caller's environment may change the service under test.
+while read -r v; do unset "$v"; done < <(compgen -e | grep '^WARMING_' || true)
+
+log() { printf '[bench-warm %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+port_open() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
+
+# Optionally wait (bounded) for a quiet machine: other builds skew the figures.
+wait_quiet() {
+  local max=${BENCH_QUIET_WAIT:-0} want=${BENCH_QUIET_LOAD:-1.0} end
+  ((max > 0)) || return 0
+  end=$((SECONDS + max))
+  while awk -v l="$(cut -d' ' -f1 /proc/loadavg)" -v w="$want" 'BEGIN {exit !(l > w)}'; do
+    if ((SECONDS >= end)); then log "load still $(loadavg) after ${max}s; going on"; return 0; fi
+    sleep 5
+  done
+  log "load $(loadavg) <= $want; starting"
+}
+wait_port() { # port seconds
+  local end=$((SECONDS + $2))
+  while ((SECONDS < end)); do port_open "$1" && return 0; sleep 0.1; done
+  return 1
+}
+
+# ---------------------------------------------------------------- cleanup
+WORK="" NGINX_PID="" SVC_PID="" PERF_PID="" CHILD="" FLUSH=0
+# Runs a long command in the background and waits for it, so that a signal
+# to this script runs the cleanup trap at once instead of after the command.
+run_bg() {
+  local rc=0
+  "$@" &
+  CHILD=$!
+  wait "$CHILD" || rc=$?
+  CHILD=""
+  return "$rc"
+}
+stop_pid() { # pid signal seconds
+  local pid=$1
+  [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
+  kill "-$2" "$pid" 2>/dev/null || true
+  for _ in $(seq 1 $(($3 * 10))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  set +e # a failing step must not cut the cleanup short
+  stop_pid "$CHILD" TERM 5
+  stop_pid "$PERF_PID" INT 5
+  stop_pid "$SVC_PID" TERM 10
+  stop_pid "$NGINX_PID" TERM 5
+  if ((FLUSH)); then "${REDIS[@]}" FLUSHDB >/dev/null 2>&1 || true; fi
+  [[ -n $WORK && -d $WORK ]] && rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- prerequisites
+APT_UPDATED=0
+need() { # command package
+  command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 ]] && return 0
+  log "installing $2"
+  if ((!APT_UPDATED)); then apt-get update -qq >/dev/null; APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null
+  command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 ]] || die "could not install $2"
+}
+need nginx nginx
+need wrk wrk
+need redis-cli redis-tools
+need curl curl
+need python3 python3
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+if ! port_open 6379; then
+  need redis-server redis-server
+  log "starting Redis on 127.0.0.1:6379"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+  wait_port 6379 10 || die "Redis did not come up on 127.0.0.1:6379"
+fi
+for p in "$ORIGIN_PORT" "$SVC_PORT"; do
+  port_open "$p" && die "port 127.0.0.1:$p is in use; set BENCH_ORIGIN_PORT / BENCH_SVC_PORT"
+done
+# Only ever FLUSHDB a DB that holds nothing but this benchmark's own keys.
+DB_KEYS=$("${REDIS[@]}" DBSIZE)
+if ((DB_KEYS > 0)); then
+  OURS=$("${REDIS[@]}" --scan --pattern "$PREFIX*" --count 1000 | wc -l)
+  ((OURS == DB_KEYS)) ||
+    die "Redis DB $REDIS_DB holds keys of someone else; pick another with BENCH_REDIS_DB"
+  log "Redis DB $REDIS_DB holds $DB_KEYS leftover keys of an earlier run; flushing it"
+  "${REDIS[@]}" FLUSHDB >/dev/null
+fi
+
+if [[ $SKIP_BUILD != 1 ]]; then
+  log "cargo build --release"
+  cargo build --release --quiet
+fi
+[[ -x $BIN ]] || die "$BIN not found"
+
+# tmpfs when there is one: creating 100,000 files on the root filesystem here
+# costs ~40 s of kernel time; nginx reads them from the page cache either way.
+TMPBASE=/tmp
+[[ -d /dev/shm && -w /dev/shm ]] && TMPBASE=/dev/shm
+WORK=$(mktemp -d "$TMPBASE/warming-bench.XXXXXX")
+chmod 755 "$WORK" # nginx workers run as an unprivileged user
+wait_quiet
+LOAD_START=$(loadavg)
+log "load average at start: $LOAD_START (cores: $(nproc))"
+
+# ---------------------------------------------------------------- origin data
+log "writing $KEYS small files to $WORK/www/items"
+python3 - "$WORK/www/items" "$KEYS" <<'EOF'
+import os, random, sys
+d, n = sys.argv[1], int(sys.argv[2])
+os.makedirs(d)
+rnd = random.Random(42)
+for i in range(n):
+    head = '{"key":"k%d","value":"' % i
+    size = rnd.randint(100, 200)
+    pad = "x" * max(0, size - len(head) - 2)
+    with open(os.path.join(d, "k%d" % i), "w") as f:
+        f.write(head + pad + '"}')
+EOF
+chmod -R a+rX "$WORK/www"
+
+# ---------------------------------------------------------------- nginx
+mkdir -p "$WORK/nginx"
+sed -e "s|@WORKERS@|$NGINX_WORKERS|g" -e "s|@PREFIX@|$WORK/nginx|g" \
+    -e "s|@DATA@|$WORK/www|g" -e "s|@PORT@|$ORIGIN_PORT|g" \
+    scripts/bench/nginx.conf.template >"$WORK/nginx/nginx.conf"
+"$NGINX" -q -t -p "$WORK/nginx" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf" ||
+  die "nginx config test failed"
+"$NGINX" -p "$WORK/nginx" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf" &
+NGINX_PID=$!
+wait_port "$ORIGIN_PORT" 10 || die "nginx did not come up on 127.0.0.1:$ORIGIN_PORT"
+got=$(curl -sS --max-time 5 "http://127.0.0.1:$ORIGIN_PORT/items/k0")
+[[ $got == "$(cat "$WORK/www/items/k0")" ]] || die "origin answered ${got:0:80} for k0"
+sleep 0.5
+NGINX_WORKER_PIDS=$(pgrep -P "$NGINX_PID" | paste -sd, -)
+log "nginx master $NGINX_PID, workers $NGINX_WORKER_PIDS"
+
+# ---------------------------------------------------------------- origin capacity
+ORIGIN_URL="http://127.0.0.1:$ORIGIN_PORT"
+log "origin warm-up: wrk 3s, not counted"
+run_bg wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d3s -s scripts/bench/origin-random.lua "$ORIGIN_URL" -- "$KEYS" >/dev/null
+nginx_ticks() { local t=0 p; for p in ${NGINX_WORKER_PIDS//,/ }; do
+  t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$t"; }
+measure_origin() { # label -> sets ORIGIN_RPS_LAST, prints a one-line summary
+  local label=$1 n0 n1 w0 w1 out="$WORK/wrk-origin-$1.txt" cores
+  log "origin capacity ($label): wrk -t$WRK_THREADS -c$WRK_CONNS -d$WRK_DURATION --latency (random keys of $KEYS)"
+  n0=$(nginx_ticks); w0=$(date +%s.%N)
+  run_bg wrk -t"$WRK_THREADS" -c"$WRK_CONNS" -d"$WRK_DURATION" --latency \
+      -s scripts/bench/origin-random.lua "$ORIGIN_URL" -- "$KEYS" >"$out"
+  n1=$(nginx_ticks); w1=$(date +%s.%N)
+  cat "$out" >&2
+  ORIGIN_RPS_LAST=$(awk '/^Requests\/sec:/ {print $2}' "$out")
+  [[ -n $ORIGIN_RPS_LAST ]] || die "could not read Requests/sec from wrk"
+  if grep -q 'Non-2xx' "$out"; then die "origin answered non-2xx during wrk"; fi
+  cores=$(awk -v t=$((n1 - n0)) -v hz="$(getconf CLK_TCK)" -v a="$w0" -v b="$w1" \
+    'BEGIN {printf "%.2f", t / hz / (b - a)}')
+  ORIGIN_LINES+=("origin ($label) under wrk -t$WRK_THREADS -c$WRK_CONNS -d$WRK_DURATION: $ORIGIN_RPS_LAST req/s, nginx workers $cores cores, load $(loadavg)")
+  log "${ORIGIN_LINES[-1]}"
+}
+ORIGIN_LINES=()
+measure_origin before
+ORIGIN_RPS=$ORIGIN_RPS_LAST
+
+# ---------------------------------------------------------------- service runs
+REDIS_PID=$("${REDIS[@]}" INFO server | awk -F: '/^process_id:/ {gsub("\r",""); print $2}')
+RESULTS=()
+BEST_RATE=0 BEST_DESC=""
+FAILED=0
+
+check_redis() { # keys in Redis DB: count, sample values and TTLs
+  local dbsize k n want got pttl bad=0
+  dbsize=$("${REDIS[@]}" DBSIZE)
+  if [[ $dbsize != "$KEYS" ]]; then log "CHECK FAILED: DBSIZE $dbsize, want $KEYS"; bad=1; fi
+  for _ in $(seq 1 25); do
+    n=$((RANDOM * 32768 + RANDOM)); n=$((n % KEYS)); k="k$n"
+    want=$(cat "$WORK/www/items/$k")
+    got=$("${REDIS[@]}" --raw GET "$PREFIX$k")
+    pttl=$("${REDIS[@]}" PTTL "$PREFIX$k")
+    if [[ $got != "$want" ]]; then log "CHECK FAILED: GET $PREFIX$k = ${got:0:60}, want ${want:0:60}"; bad=1; fi
+    if ((pttl <= 0)); then log "CHECK FAILED: PTTL $PREFIX$k = $pttl"; bad=1; fi
+  done
+  ((bad == 0)) && log "Redis check ok: DBSIZE $dbsize, 25 sampled keys have the origin's bytes and PTTL > 0"
+  return "$bad"
+}
+
+run_service() { # cache concurrency
+  local cache=$1 conc=$2 cache_url state out rc json rate
+  if [[ $cache == redis ]]; then
+    cache_url="redis://127.0.0.1:6379/$REDIS_DB"
+    FLUSH=1; "${REDIS[@]}" FLUSHDB >/dev/null
+  else
+    cache_url="memory://"
+  fi
+  state="$WORK/state-$cache-$conc"; mkdir -p "$state"
+  log "service: cache=$cache concurrent_warmers=$conc max_batch_size=$BATCH (load $(loadavg))"
+  env WARMING_LISTEN="127.0.0.1:$SVC_PORT" \
+      WARMING_ORIGIN_URL="$ORIGIN_URL/items/{key}" \
+      WARMING_CACHE_URL="$cache_url" \
+      WARMING_CACHE_PREFIX="$PREFIX" \
+      WARMING_MAX_ORIGIN_RPS=0 \
+      WARMING_CONCURRENT_WARMERS="$conc" \
+      WARMING_MAX_BATCH_SIZE="$BATCH" \
+      WARMING_MAX_KEYS_PER_REQUEST="$CHUNK" \
+      WARMING_BUILTIN_SCHEDULES=false \
+      WARMING_STATE_DIR="$state" \
+      WARMING_LOG=warn \
+      "$BIN" serve >"$WORK/service-$cache-$conc.log" 2>&1 &
+  SVC_PID=$!
+  local end=$((SECONDS + 30))
+  until curl -fsS --max-time 2 "http://127.0.0.1:$SVC_PORT/warm/status" >/dev/null 2>&1; do
+    if ! kill -0 "$SVC_PID" 2>/dev/null || ((SECONDS >= end)); then
+      tail -20 "$WORK/service-$cache-$conc.log" >&2
+      die "service did not come up on 127.0.0.1:$SVC_PORT"
+    fi
+    sleep 0.1
+  done
+  if [[ $PERF == 1 ]] && command -v perf >/dev/null 2>&1; then
+    perf record -F 999 -p "$SVC_PID" -o "$WORK/perf-$cache-$conc.data" >/dev/null 2>&1 &
+    PERF_PID=$!
+  fi
+  local groups="warming=$SVC_PID;nginx=$NGINX_WORKER_PIDS"
+  [[ $cache == redis && -n $REDIS_PID ]] && groups+=";redis=$REDIS_PID"
+  rc=0
+  run_bg python3 scripts/bench/warm_driver.py --url "http://127.0.0.1:$SVC_PORT" --keys "$KEYS" \
+    --chunk "$CHUNK" --timeout "$RUN_TIMEOUT" --pids "$groups" >"$WORK/driver.out" || rc=$?
+  json=$(cat "$WORK/driver.out")
+  if [[ -n $PERF_PID ]]; then
+    stop_pid "$PERF_PID" INT 10; PERF_PID=""
+    log "perf profile of the warming process, by object file:"
+    perf report -i "$WORK/perf-$cache-$conc.data" --sort dso --stdio 2>/dev/null |
+      grep -v '^#' | grep '%' | head -8 >&2 || true
+    log "perf profile of the warming process, top symbols:"
+    perf report -i "$WORK/perf-$cache-$conc.data" --sort dso,symbol --stdio 2>/dev/null |
+      grep -v '^#' | grep '%' | head -40 | cut -c1-150 >&2 || true
+  fi
+  [[ -n $json ]] || { tail -20 "$WORK/service-$cache-$conc.log" >&2; die "warm run failed"; }
+  printf '%s\n' "$json" >"$WORK/run-$cache-$conc.json"
+  python3 - "$WORK/run-$cache-$conc.json" <<'EOF' >&2
+import json, sys
+r = json.load(open(sys.argv[1]))
+m = r.get("metrics", {})
+print(f"  {r['succeeded']} succeeded, {r['failed']} failed, {r['not_found']} not found, "
+      f"all done: {r['all_done']}; submit {r['submit_s']}s; first submit -> last job done "
+      f"{r['elapsed_s']}s = {r['keys_per_s']} keys/s")
+print(f"  CPU (cores, 1.0 = one core): {r['cpu_cores']}")
+print(f"  service metrics: origin_requests {m.get('origin_requests')}, cache_writes "
+      f"{m.get('cache_writes')}, avg_duration_ms {m.get('avg_duration_ms')}, "
+      f"emergency_stops {m.get('emergency_stops')}")
+EOF
+  rate=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["keys_per_s"])' "$WORK/run-$cache-$conc.json")
+  local succeeded
+  succeeded=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["succeeded"])' "$WORK/run-$cache-$conc.json")
+  if ((rc != 0)) || [[ $succeeded != "$KEYS" ]]; then
+    log "CHECK FAILED: $succeeded of $KEYS keys succeeded (driver exit $rc)"; FAILED=1
+  fi
+  if [[ $cache == redis ]]; then check_redis || FAILED=1; fi
+  stop_pid "$SVC_PID" TERM 10; SVC_PID=""
+  local cpu
+  cpu=$(python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["cpu_cores"]
+print(" ".join("%s=%s" % (k, v) for k, v in c.items() if k != "machine_cores"))' "$WORK/run-$cache-$conc.json")
+  RESULTS+=("$cache|$conc|$rate|$(loadavg)|$cpu")
+  if [[ $cache == redis ]] && awk -v a="$rate" -v b="$BEST_RATE" 'BEGIN {exit !(a > b)}'; then
+    BEST_RATE=$rate BEST_DESC="concurrent_warmers=$conc"
+  fi
+}
+
+for cache in $CACHES; do
+  for conc in $CONCURRENCY; do
+    run_service "$cache" "$conc"
+  done
+done
+
+measure_origin after
+# The ratio uses the higher of the two origin figures: the stricter test.
+if awk -v a="$ORIGIN_RPS_LAST" -v b="$ORIGIN_RPS" 'BEGIN {exit !(a > b)}'; then ORIGIN_RPS=$ORIGIN_RPS_LAST; fi
+
+# ---------------------------------------------------------------- summary
+PCT=$(awk -v a="$BEST_RATE" -v b="$ORIGIN_RPS" 'BEGIN {printf "%.1f", 100 * a / b}')
+{
+  echo
+  echo "== warm throughput: $KEYS keys, batch $BATCH, rate limit off, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  printf '%s\n' "${ORIGIN_LINES[@]}"
+  echo "origin capacity used for the ratio (the higher one): $ORIGIN_RPS req/s (nginx, $NGINX_WORKERS workers)"
+  printf '%-7s %11s %10s %9s   %-15s  %s\n' cache concurrency keys/s "of origin" "load after" "CPU cores during the run"
+  for r in "${RESULTS[@]}"; do
+    IFS='|' read -r c n rate load cpu <<<"$r"
+    printf '%-7s %11s %10s %8s%%   %-15s  %s\n' "$c" "$n" "$rate" \
+      "$(awk -v a="$rate" -v b="$ORIGIN_RPS" 'BEGIN {printf "%.1f", 100 * a / b}')" "$load" "$cpu"
+  done
+  if [[ $CACHES == *redis* ]]; then
+    echo "best into Redis: $BEST_RATE keys/s ($BEST_DESC) = $PCT% of the origin's $ORIGIN_RPS req/s; target $TARGET_PCT%"
+    if awk -v p="$PCT" -v t="$TARGET_PCT" 'BEGIN {exit !(p >= t)}'; then echo "RESULT: target met"
+    else echo "RESULT: BELOW TARGET"; fi
+  fi
+  echo "load average: start $LOAD_START, end $(loadavg)"
+  for r in "${RESULTS[@]}"; do
+    if [[ $r =~ other=([0-9.]+) ]] && awk -v o="${BASH_REMATCH[1]}" 'BEGIN {exit !(o > 0.3)}'; then
+      echo "WARNING: other processes used > 0.3 cores during some runs (other=...): those figures are contended; rerun on a quiet machine (BENCH_QUIET_WAIT=300)"
+      break
+    fi
+  done
+} | tee "$WORK/summary.txt"
+((FAILED == 0)) || die "a correctness check failed (see above)"
+if [[ $STRICT == 1 && $CACHES == *redis* ]] && ! awk -v p="$PCT" -v t="$TARGET_PCT" 'BEGIN {exit !(p >= t)}'; then
+  exit 2
+fi
