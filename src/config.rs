@@ -548,7 +548,8 @@ impl ServiceConfig {
         }
         if !(self.cache_url.starts_with("memory://")
             || self.cache_url.starts_with("redis://")
-            || self.cache_url.starts_with("rediss://"))
+            || self.cache_url.starts_with("rediss://")
+            || self.cache_url.starts_with("redis+cluster://"))
         {
             e.push(FieldError {
                 field: "cache_url".into(),

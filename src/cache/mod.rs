@@ -1,7 +1,10 @@
-//! Cache manager: the [`Cache`] trait and its two backends, the embedded
-//! in-process cache ([`memory::MemoryCache`], moka) and Redis
-//! ([`redis::RedisCache`]), plus [`batch::BatchWriter`], which groups the
-//! workers' writes into pipelines of up to `max_batch_size` entries.
+//! Cache manager: the [`Cache`] trait and its backends, the embedded
+//! in-process cache ([`memory::MemoryCache`], moka), Redis
+//! ([`redis::RedisCache`]) and Redis Cluster
+//! ([`redis_cluster::RedisClusterCache`], whose [`lease_key`] names a key's
+//! lease so that it lives in the key's hash slot), plus
+//! [`batch::BatchWriter`], which groups the workers' writes into pipelines of
+//! up to `max_batch_size` entries.
 //!
 //! Backends store values under the key as given, after an optional prefix; they
 //! know nothing of origins, jobs or HTTP.
@@ -9,6 +12,9 @@
 pub mod batch;
 pub mod memory;
 pub mod redis;
+pub mod redis_cluster;
+
+pub use redis_cluster::lease_key;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,17 +58,26 @@ pub trait Cache: Send + Sync + 'static {
     async fn scan(&self, pattern: &str, limit: usize) -> Result<Vec<String>, CacheError>;
     /// Cheap liveness check for `/readyz`.
     async fn ping(&self) -> Result<(), CacheError>;
-    /// `"memory"` or `"redis"`.
+    /// `"memory"`, `"redis"` or `"redis-cluster"`.
     fn backend(&self) -> &'static str;
 }
 
-/// Opens the backend named by `cache_url` (`memory://` or `redis://host:port/db`).
+/// Opens the backend named by `cache_url` (`memory://`, `redis://host:port/db`
+/// or `redis+cluster://host:port,host:port,...`).
 pub async fn open(service: &ServiceConfig) -> Result<Arc<dyn Cache>, CacheError> {
     if service.cache_url.starts_with("memory://") {
         Ok(Arc::new(memory::MemoryCache::new(
             service.memory_cache_capacity,
             service.cache_prefix.clone(),
         )))
+    } else if service.cache_url.starts_with(redis_cluster::SCHEME) {
+        Ok(Arc::new(
+            redis_cluster::RedisClusterCache::connect(
+                &service.cache_url,
+                service.cache_prefix.clone(),
+            )
+            .await?,
+        ))
     } else {
         Ok(Arc::new(
             redis::RedisCache::connect(&service.cache_url, service.cache_prefix.clone()).await?,

@@ -93,7 +93,7 @@ pub fn escape_glob(s: &str) -> String {
 }
 
 /// Connection trouble is `Unavailable`; anything the server refused is `Command`.
-fn map_err(e: redis::RedisError) -> CacheError {
+pub(super) fn map_err(e: redis::RedisError) -> CacheError {
     if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
         CacheError::Unavailable(e.to_string())
     } else {
@@ -102,7 +102,7 @@ fn map_err(e: redis::RedisError) -> CacheError {
 }
 
 /// `PX` wants whole, positive milliseconds: round sub-millisecond TTLs up.
-fn ttl_millis(ttl: Duration) -> u64 {
+pub(super) fn ttl_millis(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 

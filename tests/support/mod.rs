@@ -6,4 +6,5 @@
 #![allow(dead_code)]
 
 pub mod origin;
+pub mod redis_cluster;
 pub mod server;
