@@ -29,6 +29,7 @@ pub mod access;
 pub mod api;
 pub mod cache;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod events;
 pub mod glob;
