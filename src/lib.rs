@@ -38,6 +38,7 @@ pub mod origin;
 pub mod predict;
 pub mod protocol;
 pub mod readthrough;
+pub mod replay;
 pub mod schedule;
 pub mod telemetry;
 pub mod warm;

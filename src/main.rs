@@ -37,6 +37,8 @@ enum Command {
         #[arg(long, env = "WARMING_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Replay an access trace in virtual time and compare warming modes.
+    Replay(warming::replay::cli::ReplayArgs),
 }
 
 #[tokio::main]
@@ -67,6 +69,7 @@ async fn main() -> std::process::ExitCode {
                 }
             }
         }
+        Command::Replay(args) => warming::replay::cli::main(args),
         Command::CheckConfig { config } => match Settings::load(config.as_deref(), &ProcessEnv) {
             Ok(s) => {
                 println!("{:#?}", s);

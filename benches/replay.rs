@@ -1,0 +1,3 @@
+//! Replay throughput benchmark (placeholder until the replay module lands).
+
+fn main() {}

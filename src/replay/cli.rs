@@ -1,0 +1,195 @@
+//! `warming replay`: command-line arguments and the run that prints the
+//! table and writes the JSON and the chart.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::modes::{self, ModeConfig};
+use super::sim::{Capacity, SimConfig};
+use super::trace::{self, Clock, Format};
+use super::{ReplayConfig, Writes, chart, report};
+
+/// Arguments of `warming replay`.
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    /// The access trace.
+    #[arg(long)]
+    pub trace: PathBuf,
+    /// cloudphysics, vscsi, cache2k, csv or access-jsonl (default: from the file name and header).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Modes to compare, comma-separated: none, refresh-ahead, xfetch,
+    /// heuristic, learned, oracle, oracle-seen, predictor:NAME.
+    #[arg(
+        long,
+        default_value = "none,refresh-ahead,xfetch,heuristic,learned,oracle,oracle-seen"
+    )]
+    pub modes: String,
+    /// Cache capacity: entries (`100000`) or bytes (`64MiB`, `1GB`).
+    #[arg(long, default_value = "1000000")]
+    pub cache_size: String,
+    /// TTL of a cached value, seconds (a trace's own TTL column wins).
+    #[arg(long, default_value_t = 3600.0)]
+    pub ttl: f64,
+    /// Origin budget, fetches per second (0 = unlimited).
+    #[arg(long, default_value_t = 100.0)]
+    pub origin_rps: f64,
+    /// Origin latency per fetch, milliseconds.
+    #[arg(long, default_value_t = 100.0)]
+    pub origin_latency_ms: f64,
+    /// Requests per second, for traces without timestamps.
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+    /// Virtual unix time of the first request of a trace without timestamps.
+    #[arg(long, default_value_t = 0.0)]
+    pub start: f64,
+    /// Writes of block traces: `access` (count as reads, as libCacheSim) or `skip`.
+    #[arg(long, default_value = "access")]
+    pub writes: String,
+    /// Keys kept warm by the predictor modes' continuous refresh.
+    #[arg(long, default_value_t = 100)]
+    pub warm_limit: usize,
+    /// Seconds between continuous refresh rounds (0 = schedules only).
+    #[arg(long, default_value_t = 60.0)]
+    pub refresh_every: f64,
+    /// Do not run the built-in schedules in the predictor modes.
+    #[arg(long)]
+    pub no_schedules: bool,
+    /// Time zone of the schedules.
+    #[arg(long, default_value = "UTC")]
+    pub timezone: String,
+    /// The access tracker's cap on keys.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub tracker_max_keys: usize,
+    /// Prediction-quality window, seconds.
+    #[arg(long, default_value_t = 300.0)]
+    pub quality_window: f64,
+    /// Prediction-quality K values, comma-separated.
+    #[arg(long, default_value = "10,100,1000,10000")]
+    pub quality_k: String,
+    /// refresh-ahead: refresh after this fraction of the TTL.
+    #[arg(long, default_value_t = 0.8)]
+    pub refresh_fraction: f64,
+    /// xfetch: beta.
+    #[arg(long, default_value_t = 1.0)]
+    pub xfetch_beta: f64,
+    /// oracle: seconds ahead of a read its warm may start (default min(TTL/2, 60 s)).
+    #[arg(long)]
+    pub oracle_lead: Option<f64>,
+    /// Seed of the random numbers.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Write the figures as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Draw the PNG chart here.
+    #[arg(long)]
+    pub chart: Option<PathBuf>,
+}
+
+impl ReplayArgs {
+    /// The replay configuration, or what is wrong with the arguments.
+    pub fn config(&self, format: Format) -> Result<ReplayConfig, String> {
+        let capacity = Capacity::parse(&self.cache_size)?;
+        let positive = |v: f64, what: &str| {
+            if v.is_finite() && v > 0.0 {
+                Ok(v)
+            } else {
+                Err(format!("{what} must be a positive number, got {v}"))
+            }
+        };
+        let ttl = positive(self.ttl, "--ttl")?;
+        positive(self.rate, "--rate")?;
+        if !(self.origin_rps.is_finite() && self.origin_rps >= 0.0) {
+            return Err("--origin-rps must be 0 or more".into());
+        }
+        if !(self.origin_latency_ms.is_finite() && self.origin_latency_ms >= 0.0) {
+            return Err("--origin-latency-ms must be 0 or more".into());
+        }
+        let writes = match self.writes.as_str() {
+            "access" => Writes::Access,
+            "skip" => Writes::Skip,
+            w => return Err(format!("--writes {w:?}: expected access or skip")),
+        };
+        let sim = SimConfig {
+            capacity,
+            ttl,
+            latency: self.origin_latency_ms / 1000.0,
+            rps: self.origin_rps,
+        };
+        let mut mode = ModeConfig::new(sim, format.key_space());
+        mode.refresh_fraction = self.refresh_fraction;
+        mode.xfetch_beta = self.xfetch_beta;
+        mode.seed = self.seed;
+        if let Some(lead) = self.oracle_lead {
+            mode.oracle_lead = positive(lead, "--oracle-lead")?;
+        }
+        let p = &mut mode.predictive;
+        p.warm_limit = self.warm_limit;
+        p.refresh_every = self.refresh_every.max(0.0);
+        p.schedules = !self.no_schedules;
+        p.timezone = self.timezone.clone();
+        p.tracker_max_keys = self.tracker_max_keys;
+        p.quality_window = positive(self.quality_window, "--quality-window")?;
+        p.quality_ks = self
+            .quality_k
+            .split(',')
+            .map(|k| k.trim().parse::<usize>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| format!("--quality-k {:?}: expected numbers", self.quality_k))?;
+        p.predict_window = Duration::from_secs_f64(p.quality_window);
+        let list = modes::parse_list(&self.modes);
+        if list.is_empty() {
+            return Err("--modes names no mode".into());
+        }
+        Ok(ReplayConfig {
+            modes: list,
+            mode,
+            writes,
+        })
+    }
+}
+
+/// Runs `warming replay`.
+pub fn main(args: ReplayArgs) -> ExitCode {
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("warming replay: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &ReplayArgs) -> Result<(), String> {
+    let format = match &args.format {
+        Some(f) => Format::parse(f)?,
+        None => {
+            Format::detect(&args.trace).map_err(|e| format!("{}: {e}", args.trace.display()))?
+        }
+    };
+    let cfg = args.config(format)?;
+    let clock = Clock {
+        start: args.start,
+        rate: args.rate,
+    };
+    let input = trace::open(&args.trace, format, clock)
+        .map_err(|e| format!("{}: {e}", args.trace.display()))?;
+    let name = args.trace.file_name().map_or_else(
+        || args.trace.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let r = super::run(input, &name, format.name(), &cfg).map_err(|e| format!("{name}: {e}"))?;
+    print!("{}", report::table(&r));
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report::json(&r)).map_err(|e| e.to_string())?;
+        std::fs::write(path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if let Some(path) = &args.chart {
+        chart::draw(&r, path)?;
+    }
+    Ok(())
+}

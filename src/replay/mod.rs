@@ -1,0 +1,165 @@
+//! Trace replay: what would warming have done on this traffic?
+//!
+//! `warming replay --trace FILE` reads an access trace ([`trace`]) and
+//! replays it in virtual time, as fast as the CPU allows, through several
+//! warming modes at once ([`modes`]). Each mode has its own simulated cache
+//! and origin ([`sim`]); the predictor modes use the service's own tracker,
+//! predictors, strategies and schedules. The result ([`Report`]) is a table
+//! ([`report`]), JSON, a PNG chart ([`chart`]) and prediction quality figures
+//! ([`quality`]). `docs/replay.md` is the user's guide.
+//!
+//! # Streaming
+//!
+//! The trace is read once, request by request, and every mode sees each
+//! request before the next is read. Only the oracle modes look ahead: the
+//! driver buffers `lead` seconds of trace (default at most 60 s) for them.
+//! Memory is therefore bounded by the per-key state of the simulation (one
+//! cache entry per cached key, one small record per distinct key seen: about
+//! 40 bytes per key per mode) and the tracker's cap, never by the trace's
+//! length.
+//!
+//! Timestamps that go backwards are clamped to the latest seen (virtual time
+//! never decreases).
+
+pub mod chart;
+pub mod cli;
+pub mod modes;
+pub mod quality;
+pub mod report;
+pub mod sim;
+pub mod trace;
+
+use std::collections::VecDeque;
+use std::io;
+
+use modes::{Mode, ModeConfig, ModeResult};
+use trace::Request;
+
+/// What to do with the writes of block traces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writes {
+    /// Count them as accesses (what libCacheSim does).
+    Access,
+    /// Leave them out.
+    Skip,
+}
+
+/// One replay run.
+#[derive(Debug, Clone)]
+pub struct ReplayConfig {
+    /// Mode names, in report order.
+    pub modes: Vec<String>,
+    pub mode: ModeConfig,
+    pub writes: Writes,
+}
+
+/// The outcome of one replay.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The trace's name (file name).
+    pub trace: String,
+    pub format: String,
+    /// Requests replayed (after `Writes::Skip`).
+    pub requests: u64,
+    pub writes_skipped: u64,
+    /// First and last request time.
+    pub first_at: f64,
+    pub last_at: f64,
+    /// Wall-clock seconds the replay took.
+    pub elapsed_secs: f64,
+    pub config: ModeConfig,
+    /// Per mode, in the order asked.
+    pub modes: Vec<(String, ModeResult)>,
+}
+
+/// Replays `trace` through every mode of `cfg`. An unknown mode name is an
+/// error before anything is read; a predictor that is not built in makes
+/// its mode "unavailable".
+pub fn run(
+    trace: impl Iterator<Item = io::Result<Request>>,
+    name: &str,
+    format: &str,
+    cfg: &ReplayConfig,
+) -> io::Result<Report> {
+    let started = std::time::Instant::now();
+    let mut runs: Vec<(String, Result<Box<dyn Mode>, String>)> = Vec::new();
+    for m in &cfg.modes {
+        let built = modes::build(m, &cfg.mode)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let entry = match built {
+            Some(mode) => Ok(mode),
+            None => Err(format!(
+                "predictor {:?} is not built into this binary",
+                modes::predictor_name(m).unwrap_or(m)
+            )),
+        };
+        runs.push((m.clone(), entry));
+    }
+    let mut active: Vec<&mut Box<dyn Mode>> = runs
+        .iter_mut()
+        .filter_map(|(_, r)| r.as_mut().ok())
+        .collect();
+    let lead = active.iter().map(|m| m.lookahead()).fold(0.0, f64::max);
+    let mut buf: VecDeque<Request> = VecDeque::new();
+    let (mut requests, mut skipped) = (0u64, 0u64);
+    let (mut first, mut last) = (f64::NAN, f64::NEG_INFINITY);
+    for r in trace {
+        let mut r = r?;
+        if r.write && cfg.writes == Writes::Skip {
+            skipped += 1;
+            continue;
+        }
+        if r.at < last {
+            r.at = last;
+        }
+        last = r.at;
+        if first.is_nan() {
+            first = r.at;
+        }
+        requests += 1;
+        if lead <= 0.0 {
+            for m in active.iter_mut() {
+                m.access(&r);
+            }
+            continue;
+        }
+        for m in active.iter_mut() {
+            m.foresee(&r);
+        }
+        buf.push_back(r);
+        while buf.front().is_some_and(|f| f.at + lead < last) {
+            if let Some(f) = buf.pop_front() {
+                for m in active.iter_mut() {
+                    m.access(&f);
+                }
+            }
+        }
+    }
+    for f in buf.drain(..) {
+        for m in active.iter_mut() {
+            m.access(&f);
+        }
+    }
+    let end = if last.is_finite() { last } else { 0.0 };
+    let results = runs
+        .into_iter()
+        .map(|(name, r)| {
+            let result = match r {
+                Ok(mut m) => m.finish(end),
+                Err(note) => ModeResult::unavailable(note),
+            };
+            (name, result)
+        })
+        .collect();
+    Ok(Report {
+        trace: name.to_string(),
+        format: format.to_string(),
+        requests,
+        writes_skipped: skipped,
+        first_at: if first.is_nan() { 0.0 } else { first },
+        last_at: end,
+        elapsed_secs: started.elapsed().as_secs_f64(),
+        config: cfg.mode.clone(),
+        modes: results,
+    })
+}

@@ -1,0 +1,429 @@
+//! Predictor modes (`heuristic`, `learned`, `predictor:NAME`): the service's
+//! own predictive warming, in virtual time.
+//!
+//! What runs is the service's code, not a copy: an [`AccessTracker`] with the
+//! service's cap and bucket width records every read; the predictor (from
+//! [`crate::predict::by_name`]) `observe`s every read and is `tick`ed every
+//! 5 s of trace time (the engine's cadence); keys are chosen by
+//! [`choose_keys`], which is what `Engine::trigger_predictive` does
+//! (`predict`, then the strategy's [`plan`], then the limit).
+//!
+//! Two things start warming:
+//! - **schedules**: the spec's built-in schedules ([`builtin_specs`],
+//!   parsed by [`parse_cron`], in the service time zone, trace timestamps
+//!   read as unix time): at each firing, the top `limit` predicted keys at
+//!   the schedule's priority;
+//! - **continuous refresh**: every `refresh_every` (default 60 s) the top
+//!   `warm_limit` (default: the service's `predictive_limit`, 100) predicted
+//!   keys that would not hold a valid value `refresh_every + latency` later
+//!   are queued (at the default priority 50), so predicted keys are
+//!   refreshed before they expire.
+//!
+//! As in the engine, a key queued less than `min_rewarm_interval` (30 s)
+//! ago is skipped, a key is queued once, and the queue is served priority
+//! first, then FIFO, within the origin budget.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+
+use super::{Mode, ModeConfig, ModeResult};
+use crate::access::AccessTracker;
+use crate::config::{ServiceConfig, Strategy, Tunables};
+use crate::predict::Predictor;
+use crate::protocol::DEFAULT_PRIORITY;
+use crate::replay::quality::{DEFAULT_KS, Quality};
+use crate::replay::sim::{IdMap, Sim, WarmQueue};
+use crate::replay::trace::{KeySpace, Request};
+use crate::schedule::{ScheduleAction, ScheduleSpec, builtin_specs, parse_cron};
+use crate::warm::strategy::{KeyFacts, Planned, plan};
+
+/// Knobs of the predictor modes; defaults are the service's.
+#[derive(Debug, Clone)]
+pub struct PredictiveConfig {
+    pub tracker_max_keys: usize,
+    pub tracker_bucket: Duration,
+    /// What the predictor is told it predicts for.
+    pub predict_window: Duration,
+    /// Keys kept warm by continuous refresh.
+    pub warm_limit: usize,
+    /// Seconds between continuous refresh rounds (0: no continuous refresh).
+    pub refresh_every: f64,
+    pub min_rewarm: f64,
+    /// Seconds between `tick`s.
+    pub tick_every: f64,
+    /// Run the built-in schedules.
+    pub schedules: bool,
+    pub timezone: String,
+    /// Prediction quality window, seconds.
+    pub quality_window: f64,
+    pub quality_ks: Vec<usize>,
+}
+
+impl Default for PredictiveConfig {
+    fn default() -> Self {
+        let t = Tunables::default();
+        let s = ServiceConfig::default();
+        PredictiveConfig {
+            tracker_max_keys: s.tracker_max_keys,
+            tracker_bucket: s.tracker_bucket,
+            predict_window: t.predict_window,
+            warm_limit: t.predictive_limit,
+            refresh_every: 60.0,
+            min_rewarm: t.min_rewarm_interval.as_secs_f64(),
+            tick_every: 5.0,
+            schedules: s.builtin_schedules,
+            timezone: s.timezone,
+            quality_window: 300.0,
+            quality_ks: DEFAULT_KS.to_vec(),
+        }
+    }
+}
+
+/// Hotness from the tracker (as the engine's facts), a constant cost.
+struct TrackerFacts<'a> {
+    tracker: &'a AccessTracker,
+    now: u64,
+    cost_ms: f64,
+}
+
+impl KeyFacts for TrackerFacts<'_> {
+    fn hotness(&self, key: &str) -> f64 {
+        self.tracker
+            .stats(key, self.now)
+            .map_or(0.0, |s| s.accesses_per_hour)
+    }
+    fn cost_ms(&self, _key: &str) -> f64 {
+        self.cost_ms
+    }
+}
+
+/// The keys predictive warming queues at `now`, in queue order with their
+/// priorities: the predictor's top `limit`, ordered by `strategy`
+/// (the engine uses `selective` unless the request names one), truncated
+/// to `limit`. This is `Engine::trigger_predictive` minus the queue.
+#[allow(clippy::too_many_arguments)]
+pub fn choose_keys(
+    predictor: &dyn Predictor,
+    tracker: &AccessTracker,
+    now: u64,
+    window: Duration,
+    limit: usize,
+    strategy: Strategy,
+    priority: u8,
+    cost_ms: f64,
+) -> Vec<Planned> {
+    let keys: Vec<String> = predictor
+        .predict(tracker, now, window, limit)
+        .into_iter()
+        .map(|p| p.key)
+        .collect();
+    let facts = TrackerFacts {
+        tracker,
+        now,
+        cost_ms,
+    };
+    let mut planned = plan(strategy, keys, priority, &facts);
+    planned.truncate(limit);
+    planned
+}
+
+struct Scheduled {
+    spec: ScheduleSpec,
+    cron: Cron,
+    /// Next firing, trace seconds.
+    next: f64,
+}
+
+/// A predictor mode.
+pub struct Predictive {
+    sim: Sim,
+    queue: WarmQueue,
+    tracker: AccessTracker,
+    predictor: Arc<dyn Predictor>,
+    key_space: KeySpace,
+    cfg: PredictiveConfig,
+    tz: Tz,
+    schedules: Vec<Scheduled>,
+    started: bool,
+    next_tick: f64,
+    next_refresh: f64,
+    /// When each key was last queued (for `min_rewarm`).
+    recent: IdMap<f64>,
+    quality: Quality,
+    note: Option<String>,
+}
+
+fn next_after(cron: &Cron, tz: Tz, t: f64) -> f64 {
+    let Some(at) = DateTime::<Utc>::from_timestamp(t.floor() as i64, 0) else {
+        return f64::INFINITY;
+    };
+    cron.find_next_occurrence(&at.with_timezone(&tz), false)
+        .map_or(f64::INFINITY, |n| n.timestamp() as f64)
+}
+
+impl Predictive {
+    pub fn new(predictor: Arc<dyn Predictor>, cfg: &ModeConfig) -> Self {
+        let p = cfg.predictive.clone();
+        let (tz, note) = match p.timezone.parse::<Tz>() {
+            Ok(tz) => (tz, None),
+            Err(_) => (
+                Tz::UTC,
+                Some(format!("unknown time zone {:?}; UTC used", p.timezone)),
+            ),
+        };
+        let schedules = if p.schedules {
+            builtin_specs()
+                .into_iter()
+                .filter_map(|spec| {
+                    let cron = parse_cron(&spec.cron).ok()?;
+                    Some(Scheduled {
+                        spec,
+                        cron,
+                        next: f64::INFINITY,
+                    })
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Predictive {
+            sim: Sim::new(cfg.sim.clone()),
+            queue: WarmQueue::default(),
+            tracker: AccessTracker::new(p.tracker_max_keys, p.tracker_bucket),
+            predictor,
+            key_space: cfg.key_space,
+            quality: Quality::new(p.quality_window, p.quality_ks.clone()),
+            cfg: p,
+            tz,
+            schedules,
+            started: false,
+            next_tick: f64::INFINITY,
+            next_refresh: f64::INFINITY,
+            recent: IdMap::default(),
+            note,
+        }
+    }
+
+    /// The tracker, for tests and memory figures.
+    pub fn tracker(&self) -> &AccessTracker {
+        &self.tracker
+    }
+
+    fn start(&mut self, t: f64) {
+        self.started = true;
+        self.next_tick = t + self.cfg.tick_every.max(0.001);
+        self.next_refresh = if self.cfg.refresh_every > 0.0 && self.cfg.warm_limit > 0 {
+            t + self.cfg.refresh_every
+        } else {
+            f64::INFINITY
+        };
+        for s in &mut self.schedules {
+            s.next = next_after(&s.cron, self.tz, t);
+        }
+        self.quality.start(t);
+    }
+
+    fn choose(&self, now: f64, limit: usize, strategy: Strategy, priority: u8) -> Vec<Planned> {
+        choose_keys(
+            &*self.predictor,
+            &self.tracker,
+            now.max(0.0) as u64,
+            self.cfg.predict_window,
+            limit,
+            strategy,
+            priority,
+            self.sim.cfg.latency * 1000.0,
+        )
+    }
+
+    /// Queues `key` unless it was queued less than `min_rewarm` ago.
+    fn enqueue(&mut self, now: f64, key: &str, priority: u8) {
+        let Some(id) = self.key_space.id(key) else {
+            return;
+        };
+        if let Some(&at) = self.recent.get(&id) {
+            if now - at < self.cfg.min_rewarm {
+                return;
+            }
+        }
+        if self.queue.push(id, priority) {
+            self.recent.insert(id, now);
+        }
+    }
+
+    fn fire_schedule(&mut self, i: usize, now: f64) {
+        let spec = self.schedules[i].spec.clone();
+        self.schedules[i].next = next_after(&self.schedules[i].cron, self.tz, now);
+        let ScheduleAction::Predictive { limit } = spec.action else {
+            return;
+        };
+        let priority = spec.priority.unwrap_or(DEFAULT_PRIORITY);
+        let strategy = spec.strategy.unwrap_or(Strategy::Selective);
+        for p in self.choose(now, limit, strategy, priority) {
+            self.enqueue(now, &p.key, p.priority);
+        }
+    }
+
+    fn refresh(&mut self, now: f64) {
+        self.next_refresh = now + self.cfg.refresh_every;
+        let horizon = now + self.cfg.refresh_every + self.sim.cfg.latency;
+        let min_rewarm = self.cfg.min_rewarm;
+        self.recent.retain(|_, at| now - *at < min_rewarm);
+        let planned = self.choose(
+            now,
+            self.cfg.warm_limit,
+            Strategy::Selective,
+            DEFAULT_PRIORITY,
+        );
+        for p in planned {
+            let Some(id) = self.key_space.id(&p.key) else {
+                continue;
+            };
+            if !self.sim.valid_at(id, horizon) {
+                self.enqueue(now, &p.key, p.priority);
+            }
+        }
+    }
+
+    /// Runs every timed event due by `t`, in time order.
+    fn advance(&mut self, t: f64) {
+        loop {
+            let sched = self
+                .schedules
+                .iter()
+                .enumerate()
+                .min_by(|a, b| a.1.next.total_cmp(&b.1.next))
+                .map(|(i, s)| (i, s.next));
+            let q = self.quality.next_at();
+            let mut next = self.next_tick.min(self.next_refresh);
+            if let Some((_, at)) = sched {
+                next = next.min(at);
+            }
+            if !q.is_nan() {
+                next = next.min(q);
+            }
+            if next > t {
+                break;
+            }
+            self.queue.drain(&mut self.sim, next);
+            self.sim.set_now(next);
+            if self.next_tick <= next {
+                self.predictor.tick(next.max(0.0) as u64);
+                self.next_tick = next + self.cfg.tick_every.max(0.001);
+            } else if q <= next {
+                self.quality
+                    .roll(&*self.predictor, &self.tracker, self.key_space);
+            } else if let Some((i, at)) = sched.filter(|s| s.1 <= next) {
+                self.fire_schedule(i, at);
+            } else {
+                self.refresh(next);
+            }
+        }
+        if !self.queue.is_empty() {
+            self.queue.drain(&mut self.sim, t);
+        }
+    }
+}
+
+impl Mode for Predictive {
+    fn access(&mut self, req: &Request) {
+        let t = req.at;
+        if !self.started {
+            self.start(t);
+        }
+        self.advance(t);
+        let at = t.max(0.0) as u64;
+        self.tracker.record(&req.key, at);
+        self.predictor.observe(&req.key, at);
+        self.quality.request(req.id);
+        self.sim.access(t, req.id, req.size, req.ttl);
+    }
+
+    fn finish(&mut self, end: f64) -> ModeResult {
+        self.queue.drain(&mut self.sim, end);
+        let stats = self.sim.finish(end);
+        let mut r = ModeResult::ok(stats, self.sim.series.clone());
+        r.quality = Some(self.quality.rows());
+        r.note = self.note.clone();
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::predict::by_name;
+    use crate::replay::sim::{Capacity, SimConfig};
+
+    fn cfg() -> ModeConfig {
+        let mut c = ModeConfig::new(
+            SimConfig {
+                capacity: Capacity::Entries(1000),
+                ttl: 300.0,
+                latency: 0.1,
+                rps: 0.0,
+            },
+            KeySpace::Numeric,
+        );
+        c.predictive.schedules = false;
+        c
+    }
+
+    fn req(at: f64, id: u64) -> Request {
+        Request {
+            at,
+            id,
+            key: id.to_string().into(),
+            size: 1,
+            ttl: None,
+            write: false,
+        }
+    }
+
+    /// Key 1 read every 400 s with TTL 300 s: `none` would miss every read.
+    /// With continuous refresh every 60 s, key 1 (the only key, so predicted)
+    /// is re-fetched whenever it would expire before the next round: every
+    /// read after the first hits.
+    #[test]
+    fn continuous_refresh_keeps_a_predicted_key_warm() {
+        let p = by_name("heuristic").unwrap();
+        let mut m = Predictive::new(p, &cfg());
+        let mut end = 0.0;
+        for i in 0..10 {
+            end = 1_000_000.0 + f64::from(i) * 400.0;
+            m.access(&req(end, 1));
+        }
+        let s = m.finish(end).stats.unwrap();
+        assert_eq!((s.misses_cold, s.hits), (1, 9), "{s:?}");
+        assert_eq!(s.misses_expired, 0);
+        assert!(s.origin_fetches_warming >= 9);
+    }
+
+    /// The hourly schedule fires at each full hour of trace time and warms
+    /// the top predicted keys. Continuous refresh off, TTL 50 min: a key read
+    /// at 01:10 (and at 01:50, a hit) expires at 02:00 (+0.1 s latency), so
+    /// `none` would miss its read at 02:10; the 02:00 firing re-warms it (the
+    /// heuristic scores it: read in the recent two 15-min buckets) and the
+    /// read hits. `daily-warmup` also fires at 02:00 and is deduplicated
+    /// (`min_rewarm`): one warm in all.
+    #[test]
+    fn hourly_schedule_warms_predicted_keys() {
+        let mut c = cfg();
+        c.predictive.schedules = true;
+        c.predictive.refresh_every = 0.0;
+        c.sim.ttl = 3000.0;
+        let p = by_name("heuristic").unwrap();
+        let mut m = Predictive::new(p, &c);
+        let day = 86_400.0 * 100.0;
+        for minute in [70.0, 110.0, 130.0] {
+            m.access(&req(day + minute * 60.0, 1));
+        }
+        let s = m.finish(day + 130.0 * 60.0).stats.unwrap();
+        assert_eq!((s.misses_cold, s.hits), (1, 2), "{s:?}");
+        assert_eq!(s.origin_fetches_warming, 1);
+    }
+}

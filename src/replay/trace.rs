@@ -1,0 +1,662 @@
+//! Trace readers: every format is a streaming iterator of [`Request`]s, so a
+//! trace larger than memory replays in constant memory.
+//!
+//! | format | what | time | key | size |
+//! |---|---|---|---|---|
+//! | `cloudphysics` | libCacheSim CSV, header `version,time,op,size,lbn` | `time`, seconds | `lbn` | `size` |
+//! | `vscsi` | libCacheSim binary, 32-byte little-endian records `u32 sn, u32 len, u32 nSG, u16 cmd, u16 ver, u64 lbn, u64 ts` | `ts`, microseconds | `lbn` | `len` |
+//! | `cache2k` | big-endian `i32` per request (caffeine / cache2k traces such as `web07.trace.xz`), optionally xz-compressed | from `--rate` | the integer | 1 |
+//! | `csv` | `timestamp,key[,size[,ttl]]`, seconds (fractions allowed), optional header line | `timestamp` | `key` | `size` (default 1) |
+//! | `access-jsonl` | the service's own access records, one JSON object per line: an `AccessEvent` (`{"key": "k", "at": 1700000000.5}`, `at` in unix seconds or RFC 3339, optional) or a whole `POST /warm/access` body (`{"keys": [...], "events": [...]}`) | `at`, else from `--rate` | `key` | 1 |
+//!
+//! `cloudphysics` and `vscsi` carry the SCSI opcode: `0x28` READ(10) and
+//! `0x2a` WRITE(10); [`Request::write`] is set for writes, and the caller
+//! decides whether writes count as accesses (libCacheSim counts them).
+//!
+//! Keys of the binary and numeric formats are numbers ([`KeySpace::Numeric`]):
+//! their id is the number itself. Text keys get a 64-bit hash as id
+//! ([`KeySpace::Text`]); two distinct keys sharing a hash would be merged
+//! (odds about n²/2⁶⁵: 3·10⁻⁶ for 10 million keys).
+//!
+//! An xz file (`.xz`) is decompressed by `lzma-rs` on a helper thread that
+//! hands 64 KiB chunks over a bounded channel, so it streams too.
+
+use std::fs::File;
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::Path;
+use std::sync::mpsc;
+
+use compact_str::{CompactString, format_compact};
+
+use crate::protocol::{AccessEvent, AccessRequest, AccessTime};
+
+/// One access of the trace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// Seconds (virtual unix time).
+    pub at: f64,
+    /// Identity used by the simulation ([`KeySpace::id`] of `key`).
+    pub id: u64,
+    /// The key as the tracker and predictors see it.
+    pub key: CompactString,
+    /// Bytes of the value (1 when the trace has no sizes).
+    pub size: u32,
+    /// TTL of this value, when the trace says (csv's 4th column).
+    pub ttl: Option<f64>,
+    /// A write (SCSI WRITE) rather than a read.
+    pub write: bool,
+}
+
+/// The trace formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    CloudPhysics,
+    Vscsi,
+    Cache2k,
+    Csv,
+    AccessJsonl,
+}
+
+impl Format {
+    pub const NAMES: [&'static str; 5] =
+        ["cloudphysics", "vscsi", "cache2k", "csv", "access-jsonl"];
+
+    pub fn parse(s: &str) -> Result<Format, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "cloudphysics" | "libcachesim-csv" => Ok(Format::CloudPhysics),
+            "vscsi" => Ok(Format::Vscsi),
+            "cache2k" | "web07" | "i32be" => Ok(Format::Cache2k),
+            "csv" => Ok(Format::Csv),
+            "access-jsonl" | "jsonl" | "access" => Ok(Format::AccessJsonl),
+            other => Err(format!(
+                "unknown trace format {other:?}; allowed: {}",
+                Format::NAMES.join(", ")
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::CloudPhysics => "cloudphysics",
+            Format::Vscsi => "vscsi",
+            Format::Cache2k => "cache2k",
+            Format::Csv => "csv",
+            Format::AccessJsonl => "access-jsonl",
+        }
+    }
+
+    /// Guesses the format from the file name, and for `.csv` from the header.
+    pub fn detect(path: &Path) -> io::Result<Format> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        let name = name.strip_suffix(".xz").unwrap_or(&name);
+        if name.ends_with(".vscsi") {
+            return Ok(Format::Vscsi);
+        }
+        if name.ends_with(".trace") {
+            return Ok(Format::Cache2k);
+        }
+        if name.ends_with(".jsonl") || name.ends_with(".ndjson") || name.ends_with(".json") {
+            return Ok(Format::AccessJsonl);
+        }
+        let mut first = String::new();
+        open_bytes(path)?.read_line(&mut first)?;
+        if first
+            .trim()
+            .eq_ignore_ascii_case("version,time,op,size,lbn")
+        {
+            Ok(Format::CloudPhysics)
+        } else {
+            Ok(Format::Csv)
+        }
+    }
+
+    /// How keys of this format map to ids.
+    pub fn key_space(self) -> KeySpace {
+        match self {
+            Format::CloudPhysics | Format::Vscsi | Format::Cache2k => KeySpace::Numeric,
+            Format::Csv | Format::AccessJsonl => KeySpace::Text,
+        }
+    }
+}
+
+/// How a key string maps to the simulation's 64-bit id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySpace {
+    /// Keys are decimal integers; the id is the number.
+    Numeric,
+    /// Keys are text; the id is a fixed-seed hash.
+    Text,
+}
+
+impl KeySpace {
+    /// The id of `key` (`None` for a numeric space and a key that is no number).
+    pub fn id(self, key: &str) -> Option<u64> {
+        match self {
+            KeySpace::Numeric => key.parse::<i64>().ok().map(|n| n as u64),
+            KeySpace::Text => Some(text_id(key)),
+        }
+    }
+}
+
+/// The fixed-seed (SipHash, zero key) hash of a text key.
+pub fn text_id(key: &str) -> u64 {
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(key)
+}
+
+/// Where virtual time comes from for traces without timestamps.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    /// Time of the first request.
+    pub start: f64,
+    /// Requests per second.
+    pub rate: f64,
+}
+
+impl Clock {
+    fn at(&self, index: u64) -> f64 {
+        self.start + index as f64 / self.rate.max(1e-9)
+    }
+}
+
+/// A streaming trace: an iterator of requests or read errors.
+pub type Trace = Box<dyn Iterator<Item = io::Result<Request>> + Send>;
+
+fn bad(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+/// The file as a byte stream, xz-decompressed on a helper thread when it
+/// ends in `.xz`.
+pub fn open_bytes(path: &Path) -> io::Result<Box<dyn BufRead + Send>> {
+    let file = File::open(path)?;
+    let xz = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("xz"));
+    if !xz {
+        return Ok(Box::new(BufReader::with_capacity(1 << 16, file)));
+    }
+    let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(4);
+    std::thread::spawn(move || {
+        let mut input = BufReader::new(file);
+        let mut out = ChunkWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(1 << 16),
+        };
+        let r = lzma_rs::xz_decompress(&mut input, &mut out);
+        let _ = io::Write::flush(&mut out);
+        if let Err(e) = r {
+            let _ = tx.send(Err(bad(format!("xz: {e}"))));
+        }
+    });
+    Ok(Box::new(BufReader::new(ChunkReader {
+        rx,
+        chunk: Vec::new(),
+        pos: 0,
+    })))
+}
+
+/// Sends what is written in chunks over a bounded channel.
+struct ChunkWriter {
+    tx: mpsc::SyncSender<io::Result<Vec<u8>>>,
+    buf: Vec<u8>,
+}
+
+impl io::Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= 1 << 16 {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(1 << 16));
+        self.tx
+            .send(Ok(chunk))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "reader gone"))
+    }
+}
+
+/// Reads the chunks a [`ChunkWriter`] sends.
+struct ChunkReader {
+    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos >= self.chunk.len() {
+            match self.rx.recv() {
+                Ok(Ok(c)) => {
+                    self.chunk = c;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.chunk.len() - self.pos);
+        out[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Opens `path` as a trace of `format`.
+pub fn open(path: &Path, format: Format, clock: Clock) -> io::Result<Trace> {
+    let input = open_bytes(path)?;
+    Ok(from_reader(input, format, clock))
+}
+
+/// A trace of `format` read from `input`.
+pub fn from_reader(input: Box<dyn BufRead + Send>, format: Format, clock: Clock) -> Trace {
+    match format {
+        Format::CloudPhysics => Box::new(CloudPhysics {
+            lines: input,
+            line: String::new(),
+            n: 0,
+        }),
+        Format::Vscsi => Box::new(Vscsi { input, n: 0 }),
+        Format::Cache2k => Box::new(Cache2k { input, clock, n: 0 }),
+        Format::Csv => Box::new(Csv {
+            lines: input,
+            line: String::new(),
+            n: 0,
+        }),
+        Format::AccessJsonl => Box::new(AccessJsonl {
+            lines: input,
+            line: String::new(),
+            n: 0,
+            clock,
+            index: 0,
+            pending: std::collections::VecDeque::new(),
+        }),
+    }
+}
+
+fn numeric(id: u64) -> CompactString {
+    format_compact!("{}", id as i64)
+}
+
+/// Reads the next line into `line` (without the newline); `false` at the end.
+fn next_line(input: &mut dyn BufRead, line: &mut String, n: &mut u64) -> io::Result<bool> {
+    line.clear();
+    if input.read_line(line)? == 0 {
+        return Ok(false);
+    }
+    *n += 1;
+    while line.ends_with(['\n', '\r']) {
+        line.pop();
+    }
+    Ok(true)
+}
+
+struct CloudPhysics {
+    lines: Box<dyn BufRead + Send>,
+    line: String,
+    n: u64,
+}
+
+impl CloudPhysics {
+    fn parse(&self) -> io::Result<Option<Request>> {
+        let l = self.line.trim();
+        if l.is_empty() || l.starts_with("version") {
+            return Ok(None);
+        }
+        let err = || {
+            bad(format!(
+                "line {}: expected version,time,op,size,lbn: {l:?}",
+                self.n
+            ))
+        };
+        let mut f = l.split(',');
+        let (_v, time, op, size, lbn) = (
+            f.next().ok_or_else(err)?,
+            f.next().ok_or_else(err)?,
+            f.next().ok_or_else(err)?,
+            f.next().ok_or_else(err)?,
+            f.next().ok_or_else(err)?,
+        );
+        let at: f64 = time.trim().parse().map_err(|_| err())?;
+        let op = u32::from_str_radix(op.trim(), 16).map_err(|_| err())?;
+        let size: u32 = size.trim().parse().map_err(|_| err())?;
+        let lbn: u64 = lbn.trim().parse().map_err(|_| err())?;
+        Ok(Some(Request {
+            at,
+            id: lbn,
+            key: numeric(lbn),
+            size: size.max(1),
+            ttl: None,
+            write: op == 0x2a,
+        }))
+    }
+}
+
+impl Iterator for CloudPhysics {
+    type Item = io::Result<Request>;
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            match next_line(&mut *self.lines, &mut self.line, &mut self.n) {
+                Ok(false) => return None,
+                Err(e) => return Some(Err(e)),
+                Ok(true) => match self.parse() {
+                    Ok(None) => continue,
+                    Ok(Some(r)) => return Some(Ok(r)),
+                    Err(e) => return Some(Err(e)),
+                },
+            }
+        }
+    }
+}
+
+/// Reads exactly `buf.len()` bytes; `Ok(false)` at a clean end of input.
+fn read_record(input: &mut dyn Read, buf: &mut [u8]) -> io::Result<bool> {
+    let mut got = 0;
+    while got < buf.len() {
+        match input.read(&mut buf[got..]) {
+            Ok(0) if got == 0 => return Ok(false),
+            Ok(0) => {
+                return Err(bad(format!(
+                    "truncated record: {got} of {} bytes",
+                    buf.len()
+                )));
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+struct Vscsi {
+    input: Box<dyn BufRead + Send>,
+    n: u64,
+}
+
+impl Iterator for Vscsi {
+    type Item = io::Result<Request>;
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut rec = [0u8; 32];
+        match read_record(&mut self.input, &mut rec) {
+            Ok(false) => return None,
+            Err(e) => return Some(Err(bad(format!("record {}: {e}", self.n)))),
+            Ok(true) => {}
+        }
+        self.n += 1;
+        let u32_at = |i: usize| u32::from_le_bytes([rec[i], rec[i + 1], rec[i + 2], rec[i + 3]]);
+        let u64_at = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&rec[i..i + 8]);
+            u64::from_le_bytes(b)
+        };
+        let len = u32_at(4);
+        let cmd = u16::from_le_bytes([rec[12], rec[13]]);
+        let lbn = u64_at(16);
+        let ts = u64_at(24);
+        Some(Ok(Request {
+            at: ts as f64 / 1e6,
+            id: lbn,
+            key: numeric(lbn),
+            size: len.max(1),
+            ttl: None,
+            write: cmd == 0x2a,
+        }))
+    }
+}
+
+struct Cache2k {
+    input: Box<dyn BufRead + Send>,
+    clock: Clock,
+    n: u64,
+}
+
+impl Iterator for Cache2k {
+    type Item = io::Result<Request>;
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut rec = [0u8; 4];
+        match read_record(&mut self.input, &mut rec) {
+            Ok(false) => return None,
+            Err(e) => return Some(Err(bad(format!("record {}: {e}", self.n)))),
+            Ok(true) => {}
+        }
+        let k = i32::from_be_bytes(rec);
+        let at = self.clock.at(self.n);
+        self.n += 1;
+        let id = i64::from(k) as u64;
+        Some(Ok(Request {
+            at,
+            id,
+            key: numeric(id),
+            size: 1,
+            ttl: None,
+            write: false,
+        }))
+    }
+}
+
+struct Csv {
+    lines: Box<dyn BufRead + Send>,
+    line: String,
+    n: u64,
+}
+
+impl Csv {
+    fn parse(&self) -> io::Result<Option<Request>> {
+        let l = self.line.trim();
+        if l.is_empty() || l.starts_with('#') {
+            return Ok(None);
+        }
+        let err = |what: &str| bad(format!("line {}: {what}: {l:?}", self.n));
+        let mut f = l.split(',');
+        let ts = f.next().unwrap_or("").trim();
+        let at: f64 = match ts.parse() {
+            Ok(t) => t,
+            // A first line whose timestamp is no number is a header.
+            Err(_) if self.n == 1 => return Ok(None),
+            Err(_) => return Err(err("timestamp is not a number")),
+        };
+        if !at.is_finite() {
+            return Err(err("timestamp is not finite"));
+        }
+        let key = f.next().map(str::trim).unwrap_or("");
+        if key.is_empty() {
+            return Err(err("no key"));
+        }
+        let size = match f.next().map(str::trim) {
+            None | Some("") => 1,
+            Some(s) => s.parse::<u32>().map_err(|_| err("size is not a number"))?,
+        };
+        let ttl = match f.next().map(str::trim) {
+            None | Some("") => None,
+            Some(s) => Some(s.parse::<f64>().map_err(|_| err("ttl is not a number"))?),
+        };
+        Ok(Some(Request {
+            at,
+            id: text_id(key),
+            key: CompactString::from(key),
+            size: size.max(1),
+            ttl,
+            write: false,
+        }))
+    }
+}
+
+impl Iterator for Csv {
+    type Item = io::Result<Request>;
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            match next_line(&mut *self.lines, &mut self.line, &mut self.n) {
+                Ok(false) => return None,
+                Err(e) => return Some(Err(e)),
+                Ok(true) => match self.parse() {
+                    Ok(None) => continue,
+                    Ok(Some(r)) => return Some(Ok(r)),
+                    Err(e) => return Some(Err(e)),
+                },
+            }
+        }
+    }
+}
+
+struct AccessJsonl {
+    lines: Box<dyn BufRead + Send>,
+    line: String,
+    n: u64,
+    clock: Clock,
+    /// Requests without a time so far (their virtual time comes from the clock).
+    index: u64,
+    pending: std::collections::VecDeque<Request>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Record {
+    Event(AccessEvent),
+    Request(AccessRequest),
+}
+
+impl AccessJsonl {
+    fn request(&mut self, key: &str, at: Option<&AccessTime>) -> Request {
+        let at = match at {
+            Some(AccessTime::UnixSeconds(s)) => *s,
+            Some(AccessTime::Rfc3339(t)) => t.timestamp_micros() as f64 / 1e6,
+            None => {
+                self.index += 1;
+                self.clock.at(self.index - 1)
+            }
+        };
+        Request {
+            at,
+            id: text_id(key),
+            key: CompactString::from(key),
+            size: 1,
+            ttl: None,
+            write: false,
+        }
+    }
+
+    fn parse(&mut self) -> io::Result<()> {
+        let l = self.line.trim();
+        if l.is_empty() {
+            return Ok(());
+        }
+        let rec: Record = serde_json::from_str(l)
+            .map_err(|e| bad(format!("line {}: not an access record: {e}", self.n)))?;
+        match rec {
+            Record::Event(ev) => {
+                let r = self.request(&ev.key, ev.at.as_ref());
+                self.pending.push_back(r);
+            }
+            Record::Request(req) => {
+                for k in &req.keys {
+                    let r = self.request(k, None);
+                    self.pending.push_back(r);
+                }
+                for ev in &req.events {
+                    let r = self.request(&ev.key, ev.at.as_ref());
+                    self.pending.push_back(r);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Iterator for AccessJsonl {
+    type Item = io::Result<Request>;
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(r) = self.pending.pop_front() {
+                return Some(Ok(r));
+            }
+            match next_line(&mut *self.lines, &mut self.line, &mut self.n) {
+                Ok(false) => return None,
+                Err(e) => return Some(Err(e)),
+                Ok(true) => {
+                    if let Err(e) = self.parse() {
+                        return Some(Err(e));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(text: &str, format: Format) -> Vec<Request> {
+        let input: Box<dyn BufRead + Send> = Box::new(io::Cursor::new(text.as_bytes().to_vec()));
+        let clock = Clock {
+            start: 100.0,
+            rate: 2.0,
+        };
+        from_reader(input, format, clock)
+            .collect::<io::Result<Vec<_>>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn csv_with_header_sizes_and_ttls() {
+        let r = read("timestamp,key\n1.5,a\n2,b,300\n\n3,a,10,60\n", Format::Csv);
+        assert_eq!(r.len(), 3);
+        assert_eq!((r[0].at, r[0].key.as_str(), r[0].size), (1.5, "a", 1));
+        assert_eq!((r[1].size, r[1].ttl), (300, None));
+        assert_eq!((r[2].size, r[2].ttl), (10, Some(60.0)));
+        assert_eq!(r[0].id, r[2].id);
+        assert_ne!(r[0].id, r[1].id);
+    }
+
+    #[test]
+    fn csv_rejects_bad_lines_after_the_first() {
+        let input: Box<dyn BufRead + Send> = Box::new(io::Cursor::new(b"1,a\nx,b\n".to_vec()));
+        let clock = Clock {
+            start: 0.0,
+            rate: 1.0,
+        };
+        let r: Vec<_> = from_reader(input, Format::Csv, clock).collect();
+        assert!(r[0].is_ok());
+        assert!(r[1].is_err());
+    }
+
+    #[test]
+    fn access_jsonl_events_and_bodies() {
+        let text = concat!(
+            "{\"key\": \"a\", \"at\": 10.5}\n",
+            "{\"key\": \"b\", \"at\": \"1970-01-01T00:00:20Z\"}\n",
+            "{\"keys\": [\"c\", \"d\"]}\n",
+            "{\"key\": \"e\"}\n",
+        );
+        let r = read(text, Format::AccessJsonl);
+        let got: Vec<(&str, f64)> = r.iter().map(|r| (r.key.as_str(), r.at)).collect();
+        assert_eq!(
+            got,
+            [
+                ("a", 10.5),
+                ("b", 20.0),
+                ("c", 100.0),
+                ("d", 100.5),
+                ("e", 101.0)
+            ]
+        );
+    }
+
+    #[test]
+    fn key_spaces() {
+        assert_eq!(KeySpace::Numeric.id("42"), Some(42));
+        assert_eq!(KeySpace::Numeric.id("-1"), Some(u64::MAX));
+        assert_eq!(KeySpace::Numeric.id("x"), None);
+        assert_eq!(KeySpace::Text.id("x"), Some(text_id("x")));
+    }
+}
