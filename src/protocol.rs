@@ -134,6 +134,22 @@ pub struct StatusResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub emergency_reason: Option<String>,
     pub metrics: StatusMetrics,
+    /// Live instances, when several coordinate through Redis.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instances: Vec<InstanceStatus>,
+}
+
+/// One live instance of a cluster in `GET /warm/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceStatus {
+    pub id: String,
+    /// Address of its HTTP API.
+    pub addr: String,
+    pub workers: usize,
+    /// Unix milliseconds.
+    pub started_at_ms: u64,
+    /// Unix milliseconds (Redis clock); silent for 3 s = gone.
+    pub last_heartbeat_ms: u64,
 }
 
 /// `POST /warm/access` body: plain keys (accessed now) and/or timed events.

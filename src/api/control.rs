@@ -12,8 +12,8 @@ use crate::protocol::StatusResponse;
 use crate::schedule::{ScheduleSpec, ScheduleView};
 
 /// `GET /warm/status`
-pub async fn status(State(s): State<AppState>) -> Json<StatusResponse> {
-    Json(s.engine.status())
+pub async fn status(State(s): State<AppState>) -> Result<Json<StatusResponse>, ApiError> {
+    Ok(Json(s.engine.status().await?))
 }
 
 /// `GET /warm/config`
@@ -47,13 +47,13 @@ pub async fn emergency_stop(
     State(s): State<AppState>,
     OptionalJson(req): OptionalJson<StopRequest>,
 ) -> Json<serde_json::Value> {
-    let changed = s.engine.emergency_stop(req.reason);
+    let changed = s.engine.emergency_stop(req.reason).await;
     Json(serde_json::json!({"success": true, "emergency_stop": true, "changed": changed}))
 }
 
 /// `POST /warm/resume`
 pub async fn resume(State(s): State<AppState>) -> Json<serde_json::Value> {
-    let changed = s.engine.resume();
+    let changed = s.engine.resume().await;
     Json(serde_json::json!({"success": true, "emergency_stop": false, "changed": changed}))
 }
 
@@ -79,7 +79,10 @@ pub async fn add_schedule(
     State(s): State<AppState>,
     ApiJson(spec): ApiJson<ScheduleSpec>,
 ) -> Result<(StatusCode, Json<ScheduleView>), ApiError> {
-    Ok((StatusCode::CREATED, Json(s.engine.scheduler().add(spec)?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(s.engine.add_schedule(spec).await?),
+    ))
 }
 
 /// `DELETE /warm/schedules/{name}`
@@ -87,6 +90,6 @@ pub async fn remove_schedule(
     State(s): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    s.engine.scheduler().remove(&name)?;
+    s.engine.remove_schedule(&name).await?;
     Ok(Json(serde_json::json!({"success": true, "deleted": name})))
 }

@@ -91,6 +91,11 @@ impl From<EngineError> for ApiError {
                 c.to_string(),
             ),
             EngineError::Internal(m) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m),
+            EngineError::Coordination(m) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "coordination_unavailable",
+                m,
+            ),
         }
     }
 }

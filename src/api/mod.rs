@@ -140,6 +140,9 @@ impl Server {
     pub async fn start(settings: Settings, listener: TcpListener) -> anyhow::Result<Server> {
         let token = settings.service.api_token.clone().map(Arc::from);
         let max_body = settings.service.max_body_bytes;
+        let mut settings = settings;
+        // Other instances of a cluster see the address actually bound.
+        settings.service.listen = listener.local_addr()?.to_string();
         let engine = Engine::start(settings).await?;
         let stopping = CancellationToken::new();
         let state = AppState {

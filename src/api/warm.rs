@@ -15,7 +15,7 @@ pub async fn warm_key(
     State(s): State<AppState>,
     ApiJson(req): ApiJson<WarmKeyRequest>,
 ) -> Result<Json<WarmResponse>, ApiError> {
-    Ok(Json(s.engine.warm_keys(req)?))
+    Ok(Json(s.engine.warm_keys(req).await?))
 }
 
 /// `POST /warm/pattern`
@@ -49,7 +49,7 @@ pub async fn job(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
-    s.engine.job(&id).map(Json).ok_or_else(|| {
+    s.engine.job(&id).await?.map(Json).ok_or_else(|| {
         ApiError::not_found(format!(
             "no job {id:?} (finished jobs are kept for a while, then dropped)"
         ))

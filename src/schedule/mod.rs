@@ -491,6 +491,47 @@ impl Scheduler {
         Ok(())
     }
 
+    /// The custom schedules, sorted by name (what is persisted and shared).
+    pub fn custom_specs(&self) -> Vec<ScheduleSpec> {
+        let mut specs = self.lock().custom_specs();
+        specs.sort_by(|a, b| a.name.cmp(&b.name));
+        specs
+    }
+
+    /// Makes the custom schedules exactly `specs` (another instance changed
+    /// them): unchanged schedules keep their run history, invalid entries are
+    /// skipped with a warning, and the result is persisted locally.
+    pub fn replace_custom(&self, specs: Vec<ScheduleSpec>) -> Result<(), ScheduleError> {
+        let mut state = self.lock();
+        let now = Utc::now();
+        let mut next = std::collections::BTreeMap::new();
+        for spec in specs {
+            if BUILTIN_NAMES.contains(&spec.name.as_str()) || next.contains_key(&spec.name) {
+                tracing::warn!(schedule = %spec.name, "ignoring a shared schedule with a reserved or repeated name");
+                continue;
+            }
+            match state.custom.remove(&spec.name) {
+                Some(existing) if existing.spec == spec => {
+                    next.insert(spec.name.clone(), existing);
+                }
+                _ => match self.entry(&mut state, spec.clone(), false, now) {
+                    Ok(entry) => {
+                        next.insert(spec.name.clone(), entry);
+                    }
+                    Err(e) => {
+                        tracing::warn!(schedule = %spec.name, error = %e, "ignoring an invalid shared schedule")
+                    }
+                },
+            }
+        }
+        state.custom = next.into_iter().collect();
+        let specs = state.custom_specs();
+        store::save(&self.store_path, &specs).map_err(ScheduleError::Storage)?;
+        drop(state);
+        self.changed.notify_one();
+        Ok(())
+    }
+
     /// Keys named by `keys` schedules (known keys for pattern matching),
     /// sorted and without duplicates.
     pub fn registered_keys(&self) -> Vec<String> {

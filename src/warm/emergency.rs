@@ -109,6 +109,22 @@ impl Emergency {
         was_running
     }
 
+    /// An automatic stop decided elsewhere (another instance of the cluster).
+    pub fn stop_shared(&self, reason: &str) {
+        self.state.send_if_modified(|s| {
+            if s.is_some() {
+                return false;
+            }
+            *s = Some(StopInfo {
+                reason: reason.to_string(),
+                since: Utc::now(),
+                manual: false,
+                probe_key: None,
+            });
+            true
+        });
+    }
+
     /// Lifts any stop and forgets the old samples. Returns whether one was active.
     pub fn resume(&self) -> bool {
         self.window.lock().clear();

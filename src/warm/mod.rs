@@ -8,10 +8,12 @@
 //! [`jobs`] (per-job progress), [`emergency`] (latency watch), [`strategy`]
 //! (selective / breadth / priority), [`cost`] (observed origin latency).
 
+pub mod cluster_link;
 pub mod cost;
 pub mod emergency;
 pub mod jobs;
 pub mod queue;
+pub mod shared_jobs;
 pub mod strategy;
 pub mod worker;
 
@@ -48,6 +50,7 @@ use crate::protocol::{
 use crate::readthrough::{ReadError, ReadSource, ReadThrough};
 use crate::schedule::{ScheduleAction, ScheduleRunner, ScheduleSpec, Scheduler};
 use crate::telemetry::Telemetry;
+use cluster_link::{ClusterGate, ClusterLink, DOC_TUNABLES};
 use cost::CostModel;
 use emergency::Emergency;
 use jobs::JobRegistry;
@@ -71,6 +74,20 @@ pub enum EngineError {
     Cache(#[from] cache::CacheError),
     #[error("{0}")]
     Internal(String),
+    #[error("coordination Redis unavailable: {0}")]
+    Coordination(String),
+}
+
+impl From<crate::cluster::ClusterError> for EngineError {
+    fn from(e: crate::cluster::ClusterError) -> Self {
+        EngineError::Coordination(e.to_string())
+    }
+}
+
+impl From<redis::RedisError> for EngineError {
+    fn from(e: redis::RedisError) -> Self {
+        EngineError::Coordination(e.to_string())
+    }
 }
 
 impl EngineError {
@@ -162,6 +179,8 @@ pub struct Engine {
     background: TaskTracker,
     accepting: std::sync::atomic::AtomicBool,
     config_lock: tokio::sync::Mutex<()>,
+    /// Set when instances coordinate through Redis.
+    pub(crate) cluster: Option<Arc<ClusterLink>>,
 }
 
 fn now_unix() -> u64 {
@@ -200,7 +219,16 @@ impl Engine {
         )?);
         let predictor = predict::by_name(&tunables.predictor)
             .ok_or_else(|| anyhow::anyhow!("unknown predictor {:?}", tunables.predictor))?;
-        let limiter: Arc<dyn RateGate> = Arc::new(OriginLimiter::new(tunables.max_origin_rps));
+        let cluster = match service.coordination {
+            crate::config::Coordination::Redis => {
+                Some(Arc::new(ClusterLink::connect(&service, &tunables).await?))
+            }
+            crate::config::Coordination::None => None,
+        };
+        let limiter: Arc<dyn RateGate> = match &cluster {
+            Some(c) => Arc::new(ClusterGate(c.limiter.clone())),
+            None => Arc::new(OriginLimiter::new(tunables.max_origin_rps)),
+        };
         let guarded = GuardedOrigin::new(origin_impl, limiter.clone());
         let tunables: SharedTunables = Arc::new(ArcSwap::from_pointee(tunables));
         let telemetry = Arc::new(Telemetry::new());
@@ -238,6 +266,7 @@ impl Engine {
             background: TaskTracker::new(),
             accepting: true.into(),
             config_lock: tokio::sync::Mutex::new(()),
+            cluster,
             background_stop,
             tunables,
             service,
@@ -253,9 +282,16 @@ impl Engine {
             scheduler,
             readthrough,
         });
-        engine.restore_pending().await;
+        if engine.cluster.is_some() {
+            engine.adopt_shared_state().await;
+        } else {
+            engine.restore_pending().await;
+        }
         worker::ensure_workers(&engine);
         engine.spawn_background();
+        if engine.cluster.is_some() {
+            engine.spawn_cluster_loops();
+        }
         Ok(engine)
     }
 
@@ -404,7 +440,7 @@ impl Engine {
 
     /// Orders, filters, deduplicates and queues `keys` as one job.
     /// `limit` truncates after the strategy has ordered the keys.
-    fn submit(
+    async fn submit(
         &self,
         source: &str,
         keys: Vec<String>,
@@ -412,7 +448,7 @@ impl Engine {
         strategy: Option<Strategy>,
         force: bool,
         limit: Option<usize>,
-    ) -> Submitted {
+    ) -> Result<Submitted, EngineError> {
         let t = self.tunables.load();
         let strategy = strategy.unwrap_or(t.default_strategy);
         let facts = Facts {
@@ -429,13 +465,24 @@ impl Engine {
         let mut statuses = Vec::with_capacity(planned.len());
         let mut tasks = Vec::with_capacity(planned.len());
         let mut skipped = 0;
-        for p in &planned {
-            let recent = !force
-                && !t.min_rewarm_interval.is_zero()
-                && self
-                    .recent
-                    .get(&p.key)
-                    .is_some_and(|at| at.elapsed() < t.min_rewarm_interval);
+        let check_recent = !force && !t.min_rewarm_interval.is_zero();
+        let recent_flags: Vec<bool> = match &self.cluster {
+            Some(c) if check_recent => {
+                let keys: Vec<String> = planned.iter().map(|p| p.key.clone()).collect();
+                c.leases.recently_warmed_many(&keys).await?
+            }
+            _ => planned
+                .iter()
+                .map(|p| {
+                    check_recent
+                        && self
+                            .recent
+                            .get(&p.key)
+                            .is_some_and(|at| at.elapsed() < t.min_rewarm_interval)
+                })
+                .collect(),
+        };
+        for (p, recent) in planned.iter().zip(recent_flags) {
             if recent {
                 skipped += 1;
                 statuses.push((p.key.clone(), jobs::SKIPPED_RECENT));
@@ -450,9 +497,17 @@ impl Engine {
                 });
             }
         }
-        self.jobs.create(&job_id, source, strategy, statuses);
         let candidate_keys: Vec<String> = tasks.iter().map(|t| t.key.clone()).collect();
-        let accepted = self.queue.push_many(tasks);
+        let accepted = match &self.cluster {
+            Some(c) => {
+                c.jobs.create(&job_id, source, strategy, &statuses).await?;
+                c.queue.push_many(tasks).await?
+            }
+            None => {
+                self.jobs.create(&job_id, source, strategy, statuses);
+                self.queue.push_many(tasks)
+            }
+        };
         let dedup: Vec<String> = candidate_keys
             .into_iter()
             .zip(&accepted)
@@ -460,20 +515,23 @@ impl Engine {
             .map(|(k, _)| k)
             .collect();
         if !dedup.is_empty() {
-            self.jobs.mark_deduplicated(&job_id, &dedup);
+            match &self.cluster {
+                Some(c) => c.jobs.mark_deduplicated(&job_id, &dedup).await?,
+                None => self.jobs.mark_deduplicated(&job_id, &dedup),
+            }
         }
         let queued = accepted.iter().filter(|a| **a).count();
         self.telemetry.deduplicated(dedup.len() as u64);
         self.telemetry.skipped_recent(skipped as u64);
         self.telemetry.queue_length(self.queue.len());
-        Submitted {
+        Ok(Submitted {
             job_id,
             keys: planned.into_iter().map(|p| p.key).collect(),
             queued,
             deduplicated: dedup.len(),
             skipped_recent: skipped,
             estimated_time_ms: self.estimate_ms(&t),
-        }
+        })
     }
 
     /// Time until the last queued key is done, from the queue length, the
@@ -492,11 +550,13 @@ impl Engine {
     }
 
     /// `POST /warm/key`.
-    pub fn warm_keys(&self, req: WarmKeyRequest) -> Result<WarmResponse, EngineError> {
+    pub async fn warm_keys(&self, req: WarmKeyRequest) -> Result<WarmResponse, EngineError> {
         self.check_accepting()?;
         let priority = Self::check_priority(req.priority)?;
         self.check_keys(&req.keys)?;
-        let s = self.submit("key", req.keys, priority, req.strategy, req.force, None);
+        let s = self
+            .submit("key", req.keys, priority, req.strategy, req.force, None)
+            .await?;
         Ok(s.into_response())
     }
 
@@ -550,18 +610,18 @@ impl Engine {
         let pattern = KeyPattern::parse(&req.pattern)
             .map_err(|e| EngineError::invalid("invalid_pattern", e.to_string()))?;
         // Look further than `limit` so selective/priority can pick the best.
-        let cap = limit
-            .saturating_mul(4)
-            .min(self.service.max_keys_per_request.max(limit) * 4);
+        let cap = limit.saturating_mul(4);
         let matched = self.known_keys(&pattern, cap).await?;
-        let s = self.submit(
-            source,
-            matched,
-            priority,
-            req.strategy,
-            req.force,
-            Some(limit),
-        );
+        let s = self
+            .submit(
+                source,
+                matched,
+                priority,
+                req.strategy,
+                req.force,
+                Some(limit),
+            )
+            .await?;
         Ok(WarmPatternResponse {
             success: true,
             pattern: req.pattern,
@@ -593,15 +653,9 @@ impl Engine {
         .await
         .map_err(|e| EngineError::Internal(format!("predictor failed: {e}")))?;
         let keys: Vec<String> = predictions.into_iter().map(|p| p.key).collect();
-        // Predictions come best first: selective keeps that order by hotness.
-        let s = self.submit(
-            source,
-            keys,
-            priority,
-            req.strategy.or(Some(Strategy::Selective)),
-            req.force,
-            Some(limit),
-        );
+        let s = self
+            .submit(source, keys, priority, req.strategy, req.force, Some(limit))
+            .await?;
         Ok(s.into_response())
     }
 
@@ -657,6 +711,9 @@ impl Engine {
         for (k, at) in &batch {
             self.tracker.record(k, *at);
             predictor.observe(k, *at);
+            if let Some(c) = &self.cluster {
+                c.buffer_access(k, *at);
+            }
         }
         self.telemetry.accesses_recorded(batch.len() as u64);
         Ok(batch.len())
@@ -667,6 +724,9 @@ impl Engine {
         let now = now_unix();
         self.tracker.record(key, now);
         self.predictor.load().observe(key, now);
+        if let Some(c) = &self.cluster {
+            c.buffer_access(key, now);
+        }
         self.telemetry.accesses_recorded(1);
         let r = self.readthrough.get(key).await;
         if let Ok((_, src)) = &r {
@@ -681,21 +741,46 @@ impl Engine {
 
     // ----- status and control -------------------------------------------
 
-    /// `GET /warm/status`.
-    pub fn status(&self) -> StatusResponse {
+    /// `GET /warm/status`. With coordination, queue and job counts are
+    /// cluster-wide and `instances` lists every live instance.
+    pub async fn status(&self) -> Result<StatusResponse, EngineError> {
         let stop = self.emergency.current();
-        StatusResponse {
+        let mut status = StatusResponse {
             active_jobs: self.jobs.active(),
             queued_tasks: self.queue.len(),
             worker_status: self.board.snapshot(stop.is_some()),
             emergency_stop: stop.is_some(),
             emergency_reason: stop.map(|s| s.reason),
             metrics: self.telemetry.snapshot(),
+            instances: Vec::new(),
+        };
+        if let Some(c) = &self.cluster {
+            let stats = c.queue.stats().await?;
+            status.queued_tasks = stats.waiting + self.queue.len();
+            status.active_jobs = c.jobs.active().await?;
+            status.instances = c
+                .members
+                .live()
+                .await?
+                .into_iter()
+                .map(|l| crate::protocol::InstanceStatus {
+                    id: l.info.id,
+                    addr: l.info.addr,
+                    workers: l.info.workers,
+                    started_at_ms: l.info.started_at,
+                    last_heartbeat_ms: l.last_heartbeat,
+                })
+                .collect();
         }
+        Ok(status)
     }
 
-    pub fn job(&self, id: &str) -> Option<JobView> {
-        self.jobs.view(id)
+    /// `GET /warm/jobs/{id}`; with coordination, from any instance.
+    pub async fn job(&self, id: &str) -> Result<Option<JobView>, EngineError> {
+        match &self.cluster {
+            Some(c) => Ok(c.jobs.view(id).await?),
+            None => Ok(self.jobs.view(id)),
+        }
     }
 
     /// `GET /warm/config`.
@@ -727,6 +812,18 @@ impl Engine {
         let _serial = self.config_lock.lock().await;
         let current = self.tunables.load_full();
         let next = update.apply_to(&current, Duration::from_nanos(1))?;
+        self.swap_tunables(&current, next)?;
+        if let Some(c) = &self.cluster {
+            let doc = self.tunables.load().to_json();
+            if let Err(e) = c.state.put(DOC_TUNABLES, &doc).await {
+                tracing::warn!(error = %e, "configuration applied here but not shared with the cluster");
+            }
+        }
+        Ok(self.config_json())
+    }
+
+    /// Installs `next` (validated) in place of `current`.
+    fn swap_tunables(&self, current: &Tunables, next: Tunables) -> Result<(), Vec<FieldError>> {
         let predictor = predict::by_name(&next.predictor).ok_or_else(|| {
             vec![FieldError {
                 field: "predictor".into(),
@@ -741,7 +838,7 @@ impl Engine {
         }
         self.tunables.store(Arc::new(next));
         self.reconfigured.notify_waiters();
-        Ok(self.config_json())
+        Ok(())
     }
 
     /// Spawns or retires workers to match `concurrent_warmers` (after an update).
@@ -750,25 +847,44 @@ impl Engine {
         self.reconfigured.notify_waiters();
     }
 
-    /// `POST /warm/emergency-stop`.
-    pub fn emergency_stop(&self, reason: Option<String>) -> bool {
+    /// `POST /warm/emergency-stop` (shared with every instance).
+    pub async fn emergency_stop(&self, reason: Option<String>) -> bool {
         let reason = reason.unwrap_or_else(|| "stopped by an operator".into());
         let changed = self.emergency.stop_manual(&reason);
         self.telemetry.emergency_active(true, &reason);
+        self.share_emergency().await;
         changed
     }
 
-    /// `POST /warm/resume`.
-    pub fn resume(&self) -> bool {
+    /// `POST /warm/resume` (shared with every instance).
+    pub async fn resume(&self) -> bool {
         let was = self.emergency.resume();
         self.telemetry
             .emergency_active(false, "resumed by an operator");
         self.queue.wake_all();
+        self.share_emergency().await;
         was
     }
 
     pub fn scheduler(&self) -> &Scheduler {
         &self.scheduler
+    }
+
+    /// `POST /warm/schedules` (shared with every instance).
+    pub async fn add_schedule(
+        &self,
+        spec: ScheduleSpec,
+    ) -> Result<crate::schedule::ScheduleView, crate::schedule::ScheduleError> {
+        let view = self.scheduler.add(spec)?;
+        self.share_schedules().await;
+        Ok(view)
+    }
+
+    /// `DELETE /warm/schedules/{name}` (shared with every instance).
+    pub async fn remove_schedule(&self, name: &str) -> Result<(), crate::schedule::ScheduleError> {
+        self.scheduler.remove(name)?;
+        self.share_schedules().await;
+        Ok(())
     }
 
     pub fn events(&self) -> &EventBus {
@@ -857,7 +973,28 @@ impl Engine {
             tracing::warn!("workers still busy after the grace period; handing their keys back");
         }
         let left = self.queue.drain_all();
-        if !left.is_empty() {
+        if let Some(c) = &self.cluster {
+            // The shared queue keeps the work: give back what this instance
+            // claimed so another instance takes it at once.
+            let mut handed = 0;
+            for t in &left {
+                if let Some(claim) = c.release_claim(&t.key) {
+                    if c.queue.hand_back(&claim).await.is_ok() {
+                        handed += 1;
+                    }
+                }
+            }
+            for claim in c.held_claims() {
+                c.release_claim(&claim.task.key);
+                let _ = c.queue.hand_back(&claim).await;
+            }
+            if handed > 0 {
+                tracing::info!(
+                    keys = handed,
+                    "claimed keys handed back to the cluster queue"
+                );
+            }
+        } else if !left.is_empty() {
             for t in &left {
                 self.jobs.mark_queued(&t.job_id, &t.key);
             }
@@ -940,8 +1077,18 @@ impl ScheduleRunner for Engine {
     async fn run_schedule(
         &self,
         spec: &ScheduleSpec,
-        _firing: chrono::DateTime<chrono::Utc>,
+        firing: chrono::DateTime<chrono::Utc>,
     ) -> Result<String, String> {
+        if let Some(c) = &self.cluster {
+            let mine = c
+                .firing
+                .claim_firing(&spec.name, firing.timestamp(), Duration::from_secs(600))
+                .await
+                .map_err(|e| format!("cannot claim the firing: {e}"))?;
+            if !mine {
+                return Ok("run by another instance".into());
+            }
+        }
         let source = format!("schedule:{}", spec.name);
         let priority = spec.priority.unwrap_or(DEFAULT_PRIORITY);
         let result = match &spec.action {
@@ -969,9 +1116,9 @@ impl ScheduleRunner for Engine {
             }
             ScheduleAction::Keys { keys } => {
                 self.check_accepting().map_err(|e| e.to_string())?;
-                Ok(self
-                    .submit(&source, keys.clone(), priority, spec.strategy, false, None)
-                    .job_id)
+                self.submit(&source, keys.clone(), priority, spec.strategy, false, None)
+                    .await
+                    .map(|s| s.job_id)
             }
         };
         result.map_err(|e| e.to_string())

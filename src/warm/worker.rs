@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 
 use super::Engine;
+use super::cluster_link::ClusterLink;
 use super::queue::Task;
 use crate::cache::{CacheEntry, effective_ttl};
 use crate::events::{WarmCompleted, WarmStatus};
@@ -163,7 +164,45 @@ async fn run(engine: Arc<Engine>, id: usize) {
 /// Fetches, writes and reports one key.
 pub(crate) async fn warm_one(engine: &Engine, task: &Task) {
     let t = engine.tunables.load_full();
-    engine.jobs.mark_in_flight(&task.job_id, &task.key);
+    let cluster = engine.cluster.as_deref();
+    let claim = cluster.and_then(|c| c.release_claim(&task.key));
+    if let Some(c) = cluster {
+        // At most one instance fetches a key at a time.
+        match c
+            .leases
+            .try_acquire(&task.key, &c.id, ClusterLink::lease_ttl(&t))
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                let outcome = KeyOutcome {
+                    key: task.key.clone(),
+                    status: super::jobs::DEDUPLICATED.into(),
+                    attempts: None,
+                    duration_ms: None,
+                    error: Some("another instance is fetching this key".into()),
+                };
+                let _ = c.jobs.finish(&task.job_id, &outcome).await;
+                engine.telemetry.deduplicated(1);
+                if let Some(claim) = &claim {
+                    c.ack(claim).await;
+                }
+                return;
+            }
+            Err(e) => {
+                // Without the lease the guarantee cannot be kept: give the
+                // task back; it is delivered again (to anyone) shortly.
+                tracing::warn!(key = %task.key, error = %e, "cannot take the fetch lease; handing the key back");
+                if let Some(claim) = &claim {
+                    let _ = c.queue.hand_back(claim).await;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                return;
+            }
+        }
+    } else {
+        engine.jobs.mark_in_flight(&task.job_id, &task.key);
+    }
     let started = Instant::now();
     let policy = RetryPolicy {
         retries: t.retry_attempts,
@@ -211,16 +250,30 @@ pub(crate) async fn warm_one(engine: &Engine, task: &Task) {
         .telemetry
         .warm_finished(&task.key, task.strategy, status, took, report.attempts);
     let duration_ms = duration_ms(took);
-    engine.jobs.finish(
-        &task.job_id,
-        KeyOutcome::finished(
-            task.key.clone(),
-            status,
-            report.attempts,
-            duration_ms,
-            error.clone(),
-        ),
+    let outcome = KeyOutcome::finished(
+        task.key.clone(),
+        status,
+        report.attempts,
+        duration_ms,
+        error.clone(),
     );
+    match cluster {
+        Some(c) => {
+            if status == WarmStatus::Success && !t.min_rewarm_interval.is_zero() {
+                if let Err(e) = c.leases.mark_warmed(&task.key, t.min_rewarm_interval).await {
+                    tracing::warn!(key = %task.key, error = %e, "cannot mark the key warmed cluster-wide");
+                }
+            }
+            if let Err(e) = c.jobs.finish(&task.job_id, &outcome).await {
+                tracing::warn!(key = %task.key, error = %e, "cannot record the outcome in the shared job");
+            }
+            let _ = c.leases.release(&task.key, &c.id).await;
+            if let Some(claim) = &claim {
+                c.ack(claim).await;
+            }
+        }
+        None => engine.jobs.finish(&task.job_id, outcome),
+    }
     engine.events.emit(WarmCompleted {
         key: task.key.clone(),
         job_id: task.job_id.to_string(),

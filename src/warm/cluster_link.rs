@@ -1,0 +1,507 @@
+//! The engine's side of coordination (`WARMING_COORDINATION=redis`): joins
+//! the primitives of [`crate::cluster`] to the engine.
+//!
+//! - Intake pushes tasks to the shared stream queue (cluster-wide dedup) and
+//!   records jobs in Redis ([`SharedJobs`]), so any instance can report them.
+//! - A **pump** claims tasks from the shared queue into the local priority
+//!   queue, never holding more than about twice `concurrent_warmers`, so
+//!   work spreads over instances and priority holds across them.
+//! - Claims held here are **touched** regularly; a dead instance's claims go
+//!   idle and another instance **reclaims** them after `visibility_timeout`.
+//! - Workers take a per-key lease before fetching, mark the key warmed
+//!   cluster-wide, record the outcome and ack the claim.
+//! - Tunables, emergency stop and custom schedules are shared documents;
+//!   a change on one instance reaches the others through the watcher.
+//! - Accesses are buffered and fanned out, so every tracker sees them all.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use super::shared_jobs::SharedJobs;
+use crate::cluster::{
+    Access, AccessFanout, Claimed, ClusterLimiter, Coordinator, FiringLease, InstanceInfo, Leases,
+    Membership, SharedState, StreamQueue,
+};
+use crate::config::{ServiceConfig, Tunables};
+use crate::origin::limiter::RateGate;
+
+/// Shared document names.
+pub const DOC_TUNABLES: &str = "tunables";
+pub const DOC_EMERGENCY: &str = "emergency";
+pub const DOC_SCHEDULES: &str = "schedules";
+
+/// The shared emergency-stop state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedStop {
+    pub stopped: bool,
+    pub reason: Option<String>,
+    pub manual: bool,
+    pub by: String,
+}
+
+/// Everything an instance holds to take part in a cluster.
+pub struct ClusterLink {
+    pub id: String,
+    pub queue: StreamQueue,
+    pub leases: Leases,
+    pub firing: FiringLease,
+    pub limiter: Arc<ClusterLimiter>,
+    pub members: Membership,
+    pub state: SharedState,
+    pub fanout: AccessFanout,
+    pub jobs: SharedJobs,
+    pub visibility: Duration,
+    /// Tasks claimed from the shared queue and not yet acked, by key.
+    claims: Mutex<HashMap<String, Claimed>>,
+    /// Accesses recorded here, waiting to be fanned out.
+    accesses: Mutex<Vec<Access>>,
+    /// The last emergency state this instance applied from or wrote to Redis.
+    pub last_stop: Mutex<Option<SharedStop>>,
+}
+
+impl ClusterLink {
+    pub async fn connect(
+        service: &ServiceConfig,
+        tunables: &Tunables,
+    ) -> anyhow::Result<ClusterLink> {
+        let url = service
+            .coordination_redis_url()
+            .ok_or_else(|| anyhow::anyhow!("coordination=redis needs WARMING_COORDINATION_URL"))?;
+        let coord = Coordinator::connect(&url, &service.cluster_namespace).await?;
+        let id = service.effective_instance_id();
+        let queue = StreamQueue::new(&coord).await?;
+        Ok(ClusterLink {
+            leases: Leases::new(&coord, &service.cache_prefix),
+            firing: FiringLease::new(&coord, &id),
+            limiter: Arc::new(ClusterLimiter::new(&coord, tunables.max_origin_rps)),
+            members: Membership::new(&coord),
+            state: SharedState::new(&coord),
+            fanout: AccessFanout::new(&coord, &id),
+            jobs: SharedJobs::new(coord.conn(), coord.namespace().clone()),
+            visibility: service.visibility_timeout,
+            claims: Mutex::new(HashMap::new()),
+            accesses: Mutex::new(Vec::new()),
+            last_stop: Mutex::new(None),
+            queue,
+            id,
+        })
+    }
+
+    pub fn info(&self, addr: &str, workers: usize) -> InstanceInfo {
+        InstanceInfo {
+            id: self.id.clone(),
+            addr: addr.to_string(),
+            workers,
+            started_at: chrono::Utc::now().timestamp_millis().max(0) as u64,
+        }
+    }
+
+    /// Remembers a claim whose task went into the local queue.
+    pub fn hold(&self, claimed: Claimed) {
+        self.claims.lock().insert(claimed.task.key.clone(), claimed);
+    }
+
+    /// The claim of `key`, removed (the worker is about to finish it).
+    pub fn release_claim(&self, key: &str) -> Option<Claimed> {
+        self.claims.lock().remove(key)
+    }
+
+    pub fn held(&self) -> usize {
+        self.claims.lock().len()
+    }
+
+    pub fn held_claims(&self) -> Vec<Claimed> {
+        self.claims.lock().values().cloned().collect()
+    }
+
+    /// Acks a finished task (retrying briefly: losing an ack means the task
+    /// would be warmed again after the visibility timeout, never lost).
+    pub async fn ack(&self, claimed: &Claimed) {
+        for attempt in 0..5 {
+            match self.queue.ack(claimed).await {
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(key = %claimed.task.key, attempt, error = %e, "ack failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await;
+                }
+            }
+        }
+    }
+
+    pub fn buffer_access(&self, key: &str, at_unix_secs: u64) {
+        self.accesses.lock().push(Access {
+            key: key.to_string(),
+            at_ms: at_unix_secs.saturating_mul(1000),
+        });
+    }
+
+    pub fn take_accesses(&self) -> Vec<Access> {
+        std::mem::take(&mut *self.accesses.lock())
+    }
+}
+
+/// The cluster-wide limiter as the origin's rate gate. It fails closed: while
+/// Redis cannot be reached no request goes out; the caller waits and retries.
+pub struct ClusterGate(pub Arc<ClusterLimiter>);
+
+#[async_trait::async_trait]
+impl RateGate for ClusterGate {
+    async fn acquire(&self) -> bool {
+        let mut waited = false;
+        loop {
+            match self.0.acquire().await {
+                Ok(w) => return w || waited,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster rate limiter unreachable; holding origin requests");
+                    waited = true;
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
+    }
+
+    fn set_rate(&self, rps: u32) {
+        self.0.set_rate(rps);
+    }
+}
+
+impl SharedStop {
+    fn same_state(&self, other: &SharedStop) -> bool {
+        self.stopped == other.stopped && self.manual == other.manual && self.reason == other.reason
+    }
+}
+
+use super::Engine;
+use crate::config::TunablesUpdate;
+use crate::schedule::ScheduleSpec;
+
+impl Engine {
+    fn link(&self) -> Option<&Arc<ClusterLink>> {
+        self.cluster.as_ref()
+    }
+
+    /// At start: take the cluster's tunables, emergency state and custom
+    /// schedules, if another instance published them.
+    pub(crate) async fn adopt_shared_state(self: &Arc<Self>) {
+        for name in [DOC_TUNABLES, DOC_EMERGENCY, DOC_SCHEDULES] {
+            self.apply_shared(name).await;
+        }
+    }
+
+    /// Applies the current version of the shared document `name` here,
+    /// without publishing it again.
+    async fn apply_shared(self: &Arc<Self>, name: &str) {
+        let Some(c) = self.link() else { return };
+        let doc = match c.state.get(name).await {
+            Ok(Some(v)) => v.value,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(document = name, error = %e, "cannot read shared state");
+                return;
+            }
+        };
+        match name {
+            DOC_TUNABLES => {
+                let _serial = self.config_lock.lock().await;
+                let current = self.tunables.load_full();
+                let next = serde_json::from_value::<TunablesUpdate>(doc)
+                    .map_err(|e| {
+                        vec![crate::config::FieldError {
+                            field: "tunables".into(),
+                            message: e.to_string(),
+                        }]
+                    })
+                    .and_then(|u| u.apply_to(&current, Duration::from_nanos(1)));
+                match next {
+                    Ok(next) if next != *current => {
+                        if let Err(e) = self.swap_tunables(&current, next) {
+                            tracing::warn!(?e, "shared configuration refused");
+                        } else {
+                            tracing::info!("configuration changed by another instance");
+                            super::worker::ensure_workers(self);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(?e, "shared configuration refused"),
+                }
+            }
+            DOC_EMERGENCY => {
+                let Ok(stop) = serde_json::from_value::<SharedStop>(doc) else {
+                    return;
+                };
+                *c.last_stop.lock() = Some(stop.clone());
+                let reason = stop.reason.clone().unwrap_or_default();
+                match (stop.stopped, stop.manual) {
+                    (true, true) => {
+                        self.emergency.stop_manual(&reason);
+                    }
+                    (true, false) => self.emergency.stop_shared(&reason),
+                    (false, _) => {
+                        if self.emergency.resume() {
+                            self.queue.wake_all();
+                        }
+                    }
+                }
+                self.telemetry
+                    .emergency_active(stop.stopped, "emergency state changed by another instance");
+            }
+            DOC_SCHEDULES => match serde_json::from_value::<Vec<ScheduleSpec>>(doc) {
+                Ok(specs) if specs != self.scheduler.custom_specs() => {
+                    if let Err(e) = self.scheduler.replace_custom(specs) {
+                        tracing::warn!(error = %e, "cannot apply shared schedules");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "invalid shared schedules"),
+            },
+            _ => {}
+        }
+    }
+
+    /// Publishes this instance's emergency state unless it is what the
+    /// cluster already has.
+    pub(crate) async fn share_emergency(&self) {
+        let Some(c) = self.link() else { return };
+        let current = self.emergency.current();
+        let stop = SharedStop {
+            stopped: current.is_some(),
+            reason: current.as_ref().map(|s| s.reason.clone()),
+            manual: current.as_ref().is_some_and(|s| s.manual),
+            by: c.id.clone(),
+        };
+        let already = c
+            .last_stop
+            .lock()
+            .as_ref()
+            .is_some_and(|s| s.same_state(&stop))
+            || (c.last_stop.lock().is_none() && !stop.stopped);
+        if already {
+            return;
+        }
+        *c.last_stop.lock() = Some(stop.clone());
+        if let Err(e) = c.state.put_json(DOC_EMERGENCY, &stop).await {
+            tracing::warn!(error = %e, "emergency state not shared with the cluster");
+        }
+    }
+
+    pub(crate) async fn share_schedules(&self) {
+        let Some(c) = self.link() else { return };
+        if let Err(e) = c
+            .state
+            .put_json(DOC_SCHEDULES, &self.scheduler.custom_specs())
+            .await
+        {
+            tracing::warn!(error = %e, "schedules not shared with the cluster");
+        }
+    }
+
+    /// A task claimed from the shared queue enters the local queue.
+    async fn take_in(&self, c: &ClusterLink, claimed: crate::cluster::Claimed) {
+        if claimed.poisoned {
+            let outcome = crate::protocol::KeyOutcome::finished(
+                claimed.task.key.clone(),
+                crate::events::WarmStatus::Failed,
+                0,
+                0,
+                Some(format!(
+                    "abandoned after {} deliveries without finishing",
+                    claimed.deliveries
+                )),
+            );
+            self.telemetry.warm_finished(
+                &claimed.task.key,
+                claimed.task.strategy,
+                crate::events::WarmStatus::Failed,
+                Duration::ZERO,
+                0,
+            );
+            let _ = c.jobs.finish(&claimed.task.job_id, &outcome).await;
+            return;
+        }
+        let task = claimed.task.clone();
+        if self.queue.contains(&task.key) {
+            // Already here under an older claim: this delivery is redundant.
+            c.ack(&claimed).await;
+            return;
+        }
+        c.hold(claimed);
+        self.queue.push_many(vec![task]);
+        self.telemetry.queue_length(self.queue.len());
+    }
+
+    /// Starts the loops that keep this instance part of the cluster.
+    pub(crate) fn spawn_cluster_loops(self: &Arc<Self>) {
+        let Some(c) = self.link().cloned() else {
+            return;
+        };
+        let stop = self.background_stop.clone();
+
+        // Pump: shared queue -> local queue, at most ~2x the workers held.
+        let (e, link, s) = (self.clone(), c.clone(), self.workers_stop.clone());
+        self.background.spawn(async move {
+            loop {
+                if s.is_cancelled() {
+                    break;
+                }
+                let cap = 2 * e.tunables.load().concurrent_warmers;
+                if e.emergency.is_stopped() || link.held() >= cap {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                        _ = s.cancelled() => break,
+                    }
+                    continue;
+                }
+                let next = tokio::select! {
+                    r = link.queue.next(&link.id, Duration::from_millis(500)) => r,
+                    _ = s.cancelled() => break,
+                };
+                match next {
+                    Ok(Some(claimed)) => e.take_in(&link, claimed).await,
+                    Ok(None) => {}
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot read the shared queue; retrying");
+                        if err.to_string().contains("NOGROUP") {
+                            let _ = link.queue.ensure_groups().await;
+                        }
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
+
+        // Keep our claims alive, take over those of dead instances.
+        let (e, link, s) = (self.clone(), c.clone(), self.workers_stop.clone());
+        self.background.spawn(async move {
+            let every = (link.visibility / 3).max(Duration::from_millis(500));
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = s.cancelled() => break,
+                }
+                for claim in link.held_claims() {
+                    if let Err(err) = link.queue.touch(&link.id, &claim).await {
+                        tracing::debug!(error = %err, "touch failed");
+                    }
+                }
+                if e.emergency.is_stopped() {
+                    continue;
+                }
+                match link.queue.reclaim(&link.id, link.visibility).await {
+                    Ok(claims) => {
+                        if !claims.is_empty() {
+                            tracing::info!(
+                                keys = claims.len(),
+                                "reclaimed keys of an instance that stopped answering"
+                            );
+                        }
+                        for claim in claims {
+                            e.take_in(&link, claim).await;
+                        }
+                    }
+                    Err(err) => tracing::warn!(error = %err, "reclaim failed"),
+                }
+            }
+        });
+
+        // Accesses: publish ours, record everyone else's.
+        let (link, s) = (c.clone(), stop.clone());
+        self.background.spawn(async move {
+            loop {
+                let done = tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => false,
+                    _ = s.cancelled() => true,
+                };
+                let batch = link.take_accesses();
+                if !batch.is_empty() {
+                    if let Err(err) = link.fanout.publish(&batch).await {
+                        tracing::warn!(error = %err, accesses = batch.len(), "accesses not shared with the cluster");
+                    }
+                }
+                if done {
+                    break;
+                }
+            }
+        });
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<crate::cluster::Access>>(64);
+        let reader = c.fanout.spawn_reader(tx, stop.clone());
+        self.background.spawn(async move {
+            let _ = reader.await;
+        });
+        let e = self.clone();
+        self.background.spawn(async move {
+            while let Some(batch) = rx.recv().await {
+                let predictor = e.predictor.load();
+                for a in &batch {
+                    let at = a.at_ms / 1000;
+                    e.tracker.record(&a.key, at);
+                    predictor.observe(&a.key, at);
+                }
+            }
+        });
+
+        // Shared documents changed elsewhere.
+        let (e, link, s) = (self.clone(), c.clone(), stop.clone());
+        self.background.spawn(async move {
+            use futures::StreamExt;
+            loop {
+                let mut changes = match link.state.watch().await {
+                    Ok(w) => Box::pin(w),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot watch shared state; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                            _ = s.cancelled() => break,
+                        }
+                    }
+                };
+                loop {
+                    tokio::select! {
+                        name = changes.next() => match name {
+                            Some(name) => e.apply_shared(&name).await,
+                            None => break,
+                        },
+                        _ = s.cancelled() => return,
+                    }
+                }
+            }
+        });
+
+        // Our own emergency changes (automatic trips and recoveries) go out.
+        let (e, s) = (self.clone(), stop.clone());
+        self.background.spawn(async move {
+            let mut state = e.emergency.subscribe();
+            loop {
+                tokio::select! {
+                    r = state.changed() => if r.is_err() { break },
+                    _ = s.cancelled() => break,
+                }
+                e.share_emergency().await;
+            }
+        });
+
+        // Heartbeat (leaves the cluster when stopped).
+        let info = c.info(
+            &self.service.listen,
+            self.tunables.load().concurrent_warmers,
+        );
+        let beat = c.members.spawn_heartbeat(info, stop);
+        self.background.spawn(async move {
+            let _ = beat.await;
+        });
+    }
+}
+
+/// Engine-side helpers of the worker in cluster mode.
+impl ClusterLink {
+    /// How long a fetch lease lasts: every attempt, its backoff, and slack.
+    pub fn lease_ttl(t: &Tunables) -> Duration {
+        let attempts = t.retry_attempts + 1;
+        t.origin_timeout * attempts
+            + t.backoff_base * (1u32 << t.retry_attempts.min(10)) * 2
+            + Duration::from_secs(10)
+    }
+}
