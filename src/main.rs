@@ -38,7 +38,7 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Replay an access trace in virtual time and compare warming modes.
-    Replay(warming::replay::cli::ReplayArgs),
+    Replay(Box<warming::replay::cli::ReplayArgs>),
 }
 
 #[tokio::main]
@@ -69,7 +69,7 @@ async fn main() -> std::process::ExitCode {
                 }
             }
         }
-        Command::Replay(args) => warming::replay::cli::main(args),
+        Command::Replay(args) => warming::replay::cli::main(*args),
         Command::CheckConfig { config } => match Settings::load(config.as_deref(), &ProcessEnv) {
             Ok(s) => {
                 println!("{:#?}", s);

@@ -82,7 +82,9 @@ pub fn run(
     cfg: &ReplayConfig,
 ) -> io::Result<Report> {
     let started = std::time::Instant::now();
-    let mut runs: Vec<(String, Result<Box<dyn Mode>, String>)> = Vec::new();
+    // Per mode: the running mode, or why it is unavailable.
+    type Run = (String, Result<Box<dyn Mode>, String>);
+    let mut runs: Vec<Run> = Vec::new();
     for m in &cfg.modes {
         let built = modes::build(m, &cfg.mode)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;

@@ -1,0 +1,217 @@
+//! Replay: the trace parsers on slices of the real shared traces, a whole
+//! replay run on a slice, and the proof that replay's predictive warming
+//! chooses the keys the live service chooses for the same history.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::origin::TestOrigin;
+use support::server::{TestServer, settings};
+use warming::access::AccessTracker;
+use warming::config::Strategy;
+use warming::predict::by_name;
+use warming::replay::modes::predictive::choose_keys;
+use warming::replay::trace::{self, Clock, Format, Request};
+use warming::replay::{self as replay, ReplayConfig, Writes, modes, sim};
+
+/// `../shared/traces` beside the checkout, or `WARMING_TRACES`.
+fn traces() -> PathBuf {
+    std::env::var_os("WARMING_TRACES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/traces"))
+}
+
+fn clock() -> Clock {
+    Clock {
+        start: 0.0,
+        rate: 10.0,
+    }
+}
+
+fn head(file: &str, format: Format, n: usize) -> Vec<Request> {
+    trace::open(&traces().join(file), format, clock())
+        .unwrap()
+        .take(n)
+        .collect::<std::io::Result<Vec<_>>>()
+        .unwrap()
+}
+
+/// First data rows of cloudPhysicsIO.csv (after the header), e.g.
+/// `1,5633898,2a,512,42932745`: time in s, op hex (2a = write), size, lbn.
+#[test]
+fn cloudphysics_csv_slice() {
+    let path = traces().join("cloudPhysicsIO.csv");
+    assert_eq!(Format::detect(&path).unwrap(), Format::CloudPhysics);
+    let r = head("cloudPhysicsIO.csv", Format::CloudPhysics, 20_000);
+    assert_eq!(r.len(), 20_000);
+    assert_eq!(r[0].at, 5_633_898.0, "first timestamp per the README");
+    assert_eq!((r[0].id, r[0].size, r[0].write), (42_932_745, 512, true));
+    assert!(r.windows(2).all(|w| w[0].at <= w[1].at));
+    assert!(r.iter().all(|q| q.size >= 1 && q.key == q.id.to_string()));
+    assert!(r.iter().any(|q| q.write) && r.iter().any(|q| !q.write));
+}
+
+/// The vscsi file is row for row the CSV, with µs timestamps.
+#[test]
+fn vscsi_matches_the_csv_row_for_row() {
+    let path = traces().join("cloudPhysicsIO.vscsi");
+    assert_eq!(Format::detect(&path).unwrap(), Format::Vscsi);
+    let v = head("cloudPhysicsIO.vscsi", Format::Vscsi, 2000);
+    let c = head("cloudPhysicsIO.csv", Format::CloudPhysics, 2000);
+    for (a, b) in v.iter().zip(&c) {
+        assert_eq!(a.at.floor(), b.at);
+        assert_eq!((a.id, a.size, a.write), (b.id, b.size, b.write));
+    }
+}
+
+/// web07: 76,118 big-endian i32 keys, xz-compressed; time from `--rate`.
+#[test]
+fn web07_xz_whole_file() {
+    let path = traces().join("web07.trace.xz");
+    assert_eq!(Format::detect(&path).unwrap(), Format::Cache2k);
+    let r: Vec<Request> = trace::open(&path, Format::Cache2k, clock())
+        .unwrap()
+        .collect::<std::io::Result<_>>()
+        .unwrap();
+    assert_eq!(r.len(), 76_118, "request count per the README");
+    let distinct: std::collections::HashSet<u64> = r.iter().map(|q| q.id).collect();
+    assert_eq!(distinct.len(), 20_484, "distinct keys per the README");
+    assert_eq!(r[10].at, 1.0, "10 requests per second");
+}
+
+fn config(modes: &str, ttl: f64) -> ReplayConfig {
+    let sim = sim::SimConfig {
+        capacity: sim::Capacity::Entries(100_000),
+        ttl,
+        latency: 0.1,
+        rps: 100.0,
+    };
+    ReplayConfig {
+        modes: modes::parse_list(modes),
+        mode: modes::ModeConfig::new(sim, Format::CloudPhysics.key_space()),
+        writes: Writes::Access,
+    }
+}
+
+/// A replay of the first 20,000 requests through every mode: the figures
+/// add up, the oracle bounds everything, an unknown predictor is
+/// "unavailable", and the JSON has the fields.
+#[test]
+fn replay_of_a_slice_is_consistent() {
+    let input = trace::open(
+        &traces().join("cloudPhysicsIO.csv"),
+        Format::CloudPhysics,
+        clock(),
+    )
+    .unwrap()
+    .take(20_000);
+    let cfg = config(
+        "none,refresh-ahead,xfetch,heuristic,predictor:frequency,predictor:nope,oracle,oracle-seen",
+        300.0,
+    );
+    let r = replay::run(input, "slice", "cloudphysics", &cfg).unwrap();
+    let get = |name: &str| {
+        r.modes
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap()
+            .1
+            .stats
+            .clone()
+    };
+    let none = get("none").unwrap();
+    for (name, m) in &r.modes {
+        let Some(s) = &m.stats else {
+            assert_eq!(name, "predictor:nope");
+            assert_eq!(m.status, "unavailable");
+            continue;
+        };
+        assert_eq!(s.requests, 20_000, "{name}");
+        assert_eq!(s.hits + s.misses, s.requests, "{name}");
+        assert_eq!(s.misses_cold, none.misses_cold.min(s.misses_cold), "{name}");
+    }
+    let oracle = get("oracle").unwrap();
+    let seen = get("oracle-seen").unwrap();
+    assert!(oracle.hits >= seen.hits && seen.hits >= none.hits);
+    assert_eq!(
+        seen.misses_cold, none.misses_cold,
+        "no history predicts a new key"
+    );
+    assert!(get("heuristic").unwrap().origin_fetches_warming > 0);
+    let j = replay::report::json(&r);
+    for field in [
+        "requests",
+        "hits",
+        "hit_ratio",
+        "misses_cold",
+        "misses_expired",
+        "misses_evicted",
+        "origin_fetches_demand",
+        "origin_fetches_warming",
+        "wasted_warms",
+        "peak_origin_rps",
+        "stampedes",
+    ] {
+        assert!(j["modes"]["none"].get(field).is_some(), "{field}");
+    }
+    assert!(j["modes"]["heuristic"]["quality"].is_array());
+    assert!(replay::report::table(&r).contains("oracle-seen"));
+}
+
+/// Same history, same moment: the live service's `POST
+/// /warm/trigger-predictive` queues exactly the keys (and order) replay's
+/// heuristic mode chooses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_heuristic_chooses_the_live_services_keys() {
+    let origin = TestOrigin::start().await;
+    let s = settings(&origin.url_template());
+    let bucket = s.service.tracker_bucket;
+    let max_keys = s.service.tracker_max_keys;
+    let server = TestServer::start(s).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Distinct counts and recencies, so the order cannot tie.
+    let mut events = Vec::new();
+    for k in 0..40u64 {
+        for j in 0..(k % 7 + 1) {
+            let at = now - 60 * (k % 5) - 3000 * (j % 2) - 7 * k;
+            events.push((format!("item:{k}"), at));
+        }
+    }
+    let body: Vec<Value> = events
+        .iter()
+        .map(|(k, at)| json!({"key": k, "at": *at as f64}))
+        .collect();
+    let (st, _) = server.post("/warm/access", json!({"events": body})).await;
+    assert!(st.is_success());
+    let (st, resp) = server
+        .post("/warm/trigger-predictive", json!({"limit": 15}))
+        .await;
+    assert!(st.is_success(), "{resp}");
+    let live: Vec<String> = serde_json::from_value(resp["keys"].clone()).unwrap();
+
+    let tracker = AccessTracker::new(max_keys, bucket);
+    for (k, at) in &events {
+        tracker.record(k, *at);
+    }
+    let predictor = by_name("heuristic").unwrap();
+    let chosen = choose_keys(
+        &*predictor,
+        &tracker,
+        now,
+        Duration::from_secs(3600),
+        15,
+        Strategy::Selective,
+        50,
+        100.0,
+    );
+    let ours: Vec<String> = chosen.into_iter().map(|p| p.key).collect();
+    assert_eq!(ours.len(), 15);
+    assert_eq!(live, ours);
+    server.shutdown().await;
+}
