@@ -60,5 +60,11 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+// Criterion's own plots would need a registered font (plotters is built
+// with `ab_glyph` for the replay chart): the figures are printed instead.
+criterion_group! {
+    name = benches;
+    config = Criterion::default().without_plots();
+    targets = bench
+}
 criterion_main!(benches);
