@@ -121,15 +121,44 @@ impl ClusterLink {
     /// Acks a finished task (retrying briefly: losing an ack means the task
     /// would be warmed again after the visibility timeout, never lost).
     pub async fn ack(&self, claimed: &Claimed) {
-        for attempt in 0..5 {
+        for attempt in 0..15u64 {
             match self.queue.ack(claimed).await {
                 Ok(_) => return,
                 Err(e) => {
                     tracing::warn!(key = %claimed.task.key, attempt, error = %e, "ack failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await;
+                    tokio::time::sleep(Duration::from_millis((250 * (attempt + 1)).min(1000)))
+                        .await;
                 }
             }
         }
+    }
+
+    /// Takes the fetch lease of `key`. A lease left by this instance (a
+    /// release lost in a Redis outage) or by an instance that is no longer
+    /// alive is taken over; `Ok(false)` means a live instance holds it.
+    pub async fn take_lease(
+        &self,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<bool, crate::cluster::ClusterError> {
+        if self.leases.try_acquire(key, &self.id, ttl).await? {
+            return Ok(true);
+        }
+        let Some(holder) = self.leases.holder(key).await? else {
+            return self.leases.try_acquire(key, &self.id, ttl).await;
+        };
+        let alive = holder != self.id
+            && self
+                .members
+                .live()
+                .await?
+                .iter()
+                .any(|l| l.info.id == holder);
+        if alive {
+            return Ok(false);
+        }
+        self.leases.release(key, &holder).await?;
+        self.leases.try_acquire(key, &self.id, ttl).await
     }
 
     pub fn buffer_access(&self, key: &str, at_unix_secs: u64) {

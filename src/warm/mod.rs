@@ -282,7 +282,12 @@ impl Engine {
             scheduler,
             readthrough,
         });
-        if engine.cluster.is_some() {
+        if let Some(c) = &engine.cluster {
+            // Be listed before the first request is served.
+            let info = c.info(&engine.service.listen, engine.tunables.load().concurrent_warmers);
+            if let Err(e) = c.members.heartbeat(&info).await {
+                tracing::warn!(error = %e, "first cluster heartbeat failed");
+            }
             engine.adopt_shared_state().await;
         } else {
             engine.restore_pending().await;

@@ -27,8 +27,12 @@ const JOB_TTL_SECS: i64 = 86_400;
 const FINISH: &str = r#"
 local prev = redis.call('HGET', KEYS[1], ARGV[1])
 if not prev then return -1 end
+local was_pending = string.find(prev, '"status":"queued"', 1, true) or string.find(prev, '"status":"in_flight"', 1, true)
+-- A final outcome is only ever replaced by a success (a re-delivered task
+-- warmed again), never by a later failure or duplicate.
+if not was_pending and not string.find(ARGV[2], '"status":"success"', 1, true) then return -3 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-if string.find(prev, '"status":"queued"', 1, true) or string.find(prev, '"status":"in_flight"', 1, true) then
+if was_pending then
   local left = redis.call('HINCRBY', KEYS[1], '_pending', -1)
   if left <= 0 then
     redis.call('SREM', KEYS[2], ARGV[3])

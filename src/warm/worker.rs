@@ -168,25 +168,15 @@ pub(crate) async fn warm_one(engine: &Engine, task: &Task) {
     let claim = cluster.and_then(|c| c.release_claim(&task.key));
     if let Some(c) = cluster {
         // At most one instance fetches a key at a time.
-        match c
-            .leases
-            .try_acquire(&task.key, &c.id, ClusterLink::lease_ttl(&t))
-            .await
-        {
+        match c.take_lease(&task.key, ClusterLink::lease_ttl(&t)).await {
             Ok(true) => {}
             Ok(false) => {
-                let outcome = KeyOutcome {
-                    key: task.key.clone(),
-                    status: super::jobs::DEDUPLICATED.into(),
-                    attempts: None,
-                    duration_ms: None,
-                    error: Some("another instance is fetching this key".into()),
-                };
-                let _ = c.jobs.finish(&task.job_id, &outcome).await;
-                engine.telemetry.deduplicated(1);
+                // A live instance is fetching this key right now: try again
+                // later rather than report a duplicate that was never warmed.
                 if let Some(claim) = &claim {
-                    c.ack(claim).await;
+                    let _ = c.queue.hand_back(claim).await;
                 }
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 return;
             }
             Err(e) => {
@@ -217,15 +207,12 @@ pub(crate) async fn warm_one(engine: &Engine, task: &Task) {
         Ok(fetched) => {
             let bytes = fetched.body.len() as u64;
             let ttl = effective_ttl(fetched.max_age, t.default_ttl, t.ttl_jitter);
-            match engine
-                .writer
-                .write(CacheEntry {
-                    key: task.key.clone(),
-                    value: fetched.body,
-                    ttl,
-                })
-                .await
-            {
+            let entry = CacheEntry {
+                key: task.key.clone(),
+                value: fetched.body,
+                ttl,
+            };
+            match write_with_retry(engine, entry).await {
                 Ok(()) => {
                     engine.telemetry.cache_written(1);
                     engine.recent.insert(task.key.clone(), Instant::now());
@@ -264,11 +251,26 @@ pub(crate) async fn warm_one(engine: &Engine, task: &Task) {
                     tracing::warn!(key = %task.key, error = %e, "cannot mark the key warmed cluster-wide");
                 }
             }
-            if let Err(e) = c.jobs.finish(&task.job_id, &outcome).await {
-                tracing::warn!(key = %task.key, error = %e, "cannot record the outcome in the shared job");
+            // At least once: the claim is acked only after the outcome is
+            // recorded; if Redis stays away, the task is delivered again.
+            let mut recorded = false;
+            for attempt in 0..20u32 {
+                match c.jobs.finish(&task.job_id, &outcome).await {
+                    Ok(()) => {
+                        recorded = true;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(key = %task.key, attempt, error = %e, "cannot record the outcome; retrying");
+                        tokio::time::sleep(Duration::from_millis(
+                            250 * (attempt + 1).min(4) as u64,
+                        ))
+                        .await;
+                    }
+                }
             }
             let _ = c.leases.release(&task.key, &c.id).await;
-            if let Some(claim) = &claim {
+            if let (Some(claim), true) = (&claim, recorded) {
                 c.ack(claim).await;
             }
         }
@@ -284,6 +286,26 @@ pub(crate) async fn warm_one(engine: &Engine, task: &Task) {
         error,
         completed_at: Utc::now(),
     });
+}
+
+/// Writes one entry, retrying while the backend is unreachable (a Redis
+/// restart, a failover) for up to ~15 s, so a blip does not fail the key.
+async fn write_with_retry(
+    engine: &Engine,
+    entry: CacheEntry,
+) -> Result<(), crate::cache::CacheError> {
+    let mut delay = Duration::from_millis(100);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match engine.writer.write(entry.clone()).await {
+            Err(crate::cache::CacheError::Unavailable(e)) if Instant::now() + delay < deadline => {
+                tracing::warn!(key = %entry.key, error = %e, "cache unavailable; retrying the write");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn duration_ms(d: Duration) -> u64 {

@@ -1,0 +1,585 @@
+//! Several `warming serve` processes as one service, coordinated through a
+//! real Redis (`WARMING_COORDINATION=redis`): a big job spread over the
+//! instances with each key fetched once, one origin rate limit for all,
+//! an instance killed with SIGKILL mid-job without losing work, schedules
+//! fired once per firing, configuration shared, and a Redis restart survived.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::origin::TestOrigin;
+
+/// One `warming serve` process of the cluster.
+struct Instance {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn unique(tag: &str) -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{tag}-{}-{n}", std::process::id())
+}
+
+/// Settings shared by every instance of one test cluster.
+struct ClusterEnv {
+    origin: String,
+    redis: String,
+    ns: String,
+    extra: Vec<(&'static str, String)>,
+    state: tempfile::TempDir,
+}
+
+impl ClusterEnv {
+    fn new(origin: &TestOrigin, redis: &str) -> Self {
+        let ns = unique("ct");
+        ClusterEnv {
+            origin: origin.url_template(),
+            redis: redis.to_string(),
+            extra: vec![("WARMING_CACHE_PREFIX", format!("{ns}:"))],
+            ns,
+            state: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn set(&mut self, name: &'static str, value: impl Into<String>) {
+        self.extra.push((name, value.into()));
+    }
+
+    fn spawn(&self, n: usize) -> Instance {
+        let port = free_port();
+        let state = self.state.path().join(format!("i{n}"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_warming"));
+        cmd.arg("serve")
+            .env("WARMING_LISTEN", format!("127.0.0.1:{port}"))
+            .env("WARMING_ORIGIN_URL", &self.origin)
+            .env("WARMING_CACHE_URL", &self.redis)
+            .env("WARMING_COORDINATION", "redis")
+            .env("WARMING_CLUSTER_NAMESPACE", &self.ns)
+            .env("WARMING_INSTANCE_ID", format!("instance-{n}"))
+            .env("WARMING_STATE_DIR", state)
+            .env("WARMING_BUILTIN_SCHEDULES", "false")
+            .env("WARMING_MAX_ORIGIN_RPS", "0")
+            .env("WARMING_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in &self.extra {
+            cmd.env(k, v);
+        }
+        Instance {
+            child: cmd.spawn().unwrap(),
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+async fn ready(http: &reqwest::Client, inst: &Instance) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = http.get(format!("{}/readyz", inst.base)).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never became ready",
+            inst.base
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn start(env: &ClusterEnv, n: usize, http: &reqwest::Client) -> Vec<Instance> {
+    let all: Vec<Instance> = (0..n).map(|i| env.spawn(i)).collect();
+    for i in &all {
+        ready(http, i).await;
+    }
+    all
+}
+
+async fn get(http: &reqwest::Client, url: String) -> Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+async fn post(http: &reqwest::Client, url: String, body: Value) -> Value {
+    let r = http.post(url).json(&body).send().await.unwrap();
+    let status = r.status();
+    let v: Value = r.json().await.unwrap();
+    assert!(status.is_success(), "{status}: {v}");
+    v
+}
+
+/// Polls the job through `base` until done.
+async fn wait_job(http: &reqwest::Client, base: &str, job: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(r) = http.get(format!("{base}/warm/jobs/{job}")).send().await {
+            if let Ok(v) = r.json::<Value>().await {
+                if v["done"] == true {
+                    return v;
+                }
+                if Instant::now() >= deadline {
+                    let odd: Vec<&Value> = v["keys"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .filter(|k| k["status"] != "success")
+                        .take(10)
+                        .collect();
+                    panic!(
+                        "job not done in {within:?}: queued {} in_flight {} succeeded {}; not succeeded: {odd:?}",
+                        v["queued"], v["in_flight"], v["succeeded"]
+                    );
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {job} not done in {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+const REDIS: &str = "redis://127.0.0.1:6379/13";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_job_is_spread_over_instances_and_each_key_fetched_once() {
+    let origin = TestOrigin::start().await;
+    let mut env = ClusterEnv::new(&origin, REDIS);
+    env.set("WARMING_CONCURRENT_WARMERS", "8");
+    let http = reqwest::Client::new();
+    let nodes = start(&env, 3, &http).await;
+
+    // Every instance sees every other one.
+    let st = get(&http, format!("{}/warm/status", nodes[2].base)).await;
+    let ids: Vec<&str> = st["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3, "{st}");
+
+    let keys: Vec<String> = (0..10_000).map(|i| format!("big:{i}")).collect();
+    let r = post(
+        &http,
+        format!("{}/warm/key", nodes[0].base),
+        json!({"keys": keys}),
+    )
+    .await;
+    assert_eq!(r["queued"], 10_000);
+    let job = r["job_id"].as_str().unwrap().to_string();
+    // Any instance reports the job.
+    let done = wait_job(&http, &nodes[1].base, &job, Duration::from_secs(180)).await;
+    assert_eq!(
+        done["succeeded"], 10_000,
+        "queued {} failed {}",
+        done["queued"], done["failed"]
+    );
+    assert_eq!(origin.requests(), 10_000, "each key fetched exactly once");
+    for i in (0..10_000).step_by(997) {
+        assert_eq!(origin.requests_for(&format!("big:{i}")), 1);
+    }
+    let mut per_instance = Vec::new();
+    for n in &nodes {
+        let text = http
+            .get(format!("{}/metrics", n.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        per_instance.push(metric(&text, "warming_success_total"));
+    }
+    assert_eq!(
+        per_instance.iter().sum::<f64>(),
+        10_000.0,
+        "{per_instance:?}"
+    );
+    assert!(
+        per_instance.iter().all(|n| *n > 500.0),
+        "work spread over instances: {per_instance:?}"
+    );
+    eprintln!("keys warmed per instance: {per_instance:?}");
+
+    // Keys warmed anywhere are skipped everywhere within min_rewarm_interval.
+    let again = post(
+        &http,
+        format!("{}/warm/key", nodes[2].base),
+        json!({"keys": ["big:1", "big:2"]}),
+    )
+    .await;
+    assert_eq!(again["skipped_recent"], 2, "{again}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origin_rate_limit_holds_for_the_whole_cluster() {
+    let origin = TestOrigin::start().await;
+    let mut env = ClusterEnv::new(&origin, REDIS);
+    env.set("WARMING_MAX_ORIGIN_RPS", "40");
+    env.set("WARMING_CONCURRENT_WARMERS", "10");
+    let http = reqwest::Client::new();
+    let nodes = start(&env, 3, &http).await;
+    let keys: Vec<String> = (0..160).map(|i| format!("rate:{i}")).collect();
+    let r = post(
+        &http,
+        format!("{}/warm/key", nodes[0].base),
+        json!({"keys": keys}),
+    )
+    .await;
+    wait_job(
+        &http,
+        &nodes[0].base,
+        r["job_id"].as_str().unwrap(),
+        Duration::from_secs(60),
+    )
+    .await;
+    let times = origin.request_times();
+    assert_eq!(times.len(), 160);
+    let span = times.last().unwrap().duration_since(times[0]).as_secs_f64();
+    let rate = (times.len() - 1) as f64 / span;
+    eprintln!("origin saw {rate:.1} req/s from 3 instances (limit 40)");
+    assert!(
+        rate <= 40.0 * 1.05,
+        "origin saw {rate:.1} req/s with a cluster limit of 40"
+    );
+    for (i, t) in times.iter().enumerate() {
+        let in_window = times[i..]
+            .iter()
+            .take_while(|u| u.duration_since(*t) < Duration::from_secs(1))
+            .count();
+        assert!(in_window <= 42, "{in_window} requests within one second");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_instance_loses_no_accepted_work() {
+    let origin = TestOrigin::start().await;
+    origin.set_latency(Duration::from_millis(40));
+    let mut env = ClusterEnv::new(&origin, REDIS);
+    env.set("WARMING_CONCURRENT_WARMERS", "4");
+    env.set("WARMING_VISIBILITY_TIMEOUT", "2");
+    let http = reqwest::Client::new();
+    let mut nodes = start(&env, 3, &http).await;
+    let keys: Vec<String> = (0..600).map(|i| format!("kill:{i}")).collect();
+    let r = post(
+        &http,
+        format!("{}/warm/key", nodes[1].base),
+        json!({"keys": keys}),
+    )
+    .await;
+    let job = r["job_id"].as_str().unwrap().to_string();
+    // Let some work happen everywhere, then kill instance 0 without warning.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while origin.requests() < 120 {
+        assert!(Instant::now() < deadline, "no progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let killed_at = Instant::now();
+    let mut victim = nodes.remove(0);
+    victim.child.kill().unwrap();
+    victim.child.wait().unwrap();
+    let done = wait_job(&http, &nodes[0].base, &job, Duration::from_secs(120)).await;
+    eprintln!("job finished {:?} after the kill", killed_at.elapsed());
+    assert_eq!(
+        done["succeeded"], 600,
+        "every accepted key warmed: {}",
+        done["queued"]
+    );
+    for i in 0..600 {
+        assert!(
+            origin.requests_for(&format!("kill:{i}")) >= 1,
+            "kill:{i} never fetched"
+        );
+    }
+    // The dead instance disappears from the status.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = get(&http, format!("{}/warm/status", nodes[0].base)).await;
+        if st["instances"].as_array().unwrap().len() == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dead instance still listed: {st}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_fire_once_per_firing_and_config_is_shared() {
+    let origin = TestOrigin::start().await;
+    let mut env = ClusterEnv::new(&origin, REDIS);
+    env.set("WARMING_MIN_REWARM_INTERVAL", "0");
+    let http = reqwest::Client::new();
+    let nodes = start(&env, 3, &http).await;
+
+    // A configuration change on one instance reaches the others within a second or so.
+    post(
+        &http,
+        format!("{}/warm/config", nodes[0].base),
+        json!({"max_batch_size": 77, "concurrent_warmers": 3}),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    for n in &nodes[1..] {
+        loop {
+            let c = get(&http, format!("{}/warm/config", n.base)).await;
+            if c["config"]["max_batch_size"] == 77 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "config not shared: {c}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // A schedule registered on one instance runs on the cluster once per firing.
+    post(
+        &http,
+        format!("{}/warm/schedules", nodes[1].base),
+        json!({"name": "tick", "cron": "* * * * * *", "action": {"type": "keys", "keys": ["sched:once"]}}),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    for n in &nodes {
+        loop {
+            let r = http
+                .get(format!("{}/warm/schedules/tick", n.base))
+                .send()
+                .await
+                .unwrap();
+            if r.status().is_success() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "schedule not shared to {}",
+                n.base
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_millis(4200)).await;
+    let r = http
+        .delete(format!("{}/warm/schedules/tick", nodes[2].base))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let window = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let fetched = origin.requests_for("sched:once");
+    eprintln!("{fetched} firings in {window:.1} s across 3 instances");
+    assert!(
+        fetched >= 3,
+        "the schedule fired {fetched} times in {window:.1} s"
+    );
+    assert!(
+        (fetched as f64) <= window + 2.0,
+        "fired {fetched} times in {window:.1} s: more than once per firing"
+    );
+    // Removal is shared too: nothing fires any more.
+    let after = origin.requests_for("sched:once");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(origin.requests_for("sched:once"), after);
+
+    // Emergency stop on one instance stops them all; resume on another resumes all.
+    post(
+        &http,
+        format!("{}/warm/emergency-stop", nodes[0].base),
+        json!({"reason": "maintenance"}),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    for n in &nodes {
+        loop {
+            let st = get(&http, format!("{}/warm/status", n.base)).await;
+            if st["emergency_stop"] == true {
+                break;
+            }
+            assert!(Instant::now() < deadline, "stop not shared to {}", n.base);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    post(&http, format!("{}/warm/resume", nodes[2].base), json!({})).await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    for n in &nodes {
+        loop {
+            let st = get(&http, format!("{}/warm/status", n.base)).await;
+            if st["emergency_stop"] == false {
+                break;
+            }
+            assert!(Instant::now() < deadline, "resume not shared to {}", n.base);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // Accesses recorded on one instance feed predictions on another.
+    post(
+        &http,
+        format!("{}/warm/access", nodes[0].base),
+        json!({"keys": ["shared:hot", "shared:hot", "shared:hot"]}),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let p = post(
+            &http,
+            format!("{}/warm/trigger-predictive", nodes[2].base),
+            json!({"limit": 5, "force": true}),
+        )
+        .await;
+        if p["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k == "shared:hot")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "accesses not shared: {p}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A Redis of the test's own, with an append-only file, that can be restarted.
+struct OwnRedis {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    fn start() -> OwnRedis {
+        let mut r = OwnRedis {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        r.launch();
+        r
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+            ])
+            .args(["--appendfsync", "always", "--dir"])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian package redis-server) must be installed");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "own redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_survive_a_redis_restart_without_losing_accepted_work() {
+    let origin = TestOrigin::start().await;
+    origin.set_latency(Duration::from_millis(10));
+    let mut redis = OwnRedis::start();
+    let mut env = ClusterEnv::new(&origin, &redis.url());
+    env.set("WARMING_MAX_ORIGIN_RPS", "100");
+    env.set("WARMING_VISIBILITY_TIMEOUT", "3");
+    let http = reqwest::Client::new();
+    let nodes = start(&env, 2, &http).await;
+    let keys: Vec<String> = (0..400).map(|i| format!("restart:{i}")).collect();
+    let r = post(
+        &http,
+        format!("{}/warm/key", nodes[0].base),
+        json!({"keys": keys}),
+    )
+    .await;
+    let job = r["job_id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while origin.requests() < 80 {
+        assert!(Instant::now() < deadline, "no progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    redis.stop();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let during = origin.requests();
+    redis.launch();
+    let done = wait_job(&http, &nodes[1].base, &job, Duration::from_secs(120)).await;
+    eprintln!("{during} fetched before the restart; job done afterwards");
+    let odd: Vec<&Value> = done["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["status"] != "success")
+        .collect();
+    assert_eq!(done["succeeded"], 400, "not succeeded: {odd:?}");
+    for i in 0..400 {
+        assert!(
+            origin.requests_for(&format!("restart:{i}")) >= 1,
+            "restart:{i} lost"
+        );
+    }
+}
