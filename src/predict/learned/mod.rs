@@ -14,7 +14,7 @@
 //!   a fixed 1 MiB of prefix table.
 //! - **Training** ([`Predictor::tick`]): every `sample_every` seconds the
 //!   predictor snapshots the feature vectors of `samples` keys drawn
-//!   uniformly from the keys it tracks; `horizon` seconds later each snapshot
+//!   uniformly from the first-tier keys it tracks; `horizon` seconds later each snapshot
 //!   is labelled "was the key requested after the snapshot" (its last access
 //!   is newer than the snapshot) and fed to the model (one SGD step each).
 //!   The horizon is the `window` of the latest `predict` call, clamped to
@@ -25,6 +25,15 @@
 //!   first label. With the `onnx` cargo feature and
 //!   `WARMING_PREDICTOR_MODEL=path.onnx`, a model trained offline scores
 //!   instead (see `onnx.rs`; the online model keeps training but is unused).
+//! - **Idle gate** ([`Gate`]): warming saves a miss only for a key whose
+//!   cached value has expired, i.e. (in a read-through cache) a key idle for
+//!   longer than its TTL. Keys idle for at least the gate (by default the
+//!   TTL: `WARMING_LEARNED_IDLE_GATE`, else `WARMING_DEFAULT_TTL`, else
+//!   3600 s), within one `window` after a multiple of the gate (so a key
+//!   already warmed once gives its place to others until its warmed value
+//!   nears expiry), are the first tier: they are trained on and ranked first; the other
+//!   keys only fill the answer when fewer than `limit` first-tier keys exist.
+//!   The score is the probability, plus 1 in the first tier.
 //! - **Prediction** ([`Predictor::predict`]): every tracked key is scored,
 //!   the top `limit` chosen with a bounded heap, O(n log limit). Before the
 //!   predictor has seen any access (e.g. just after it was selected at run
@@ -43,6 +52,8 @@
 //!   feature; without it, or if the file cannot be loaded, an error is
 //!   logged and the online model is used).
 //! - `WARMING_LEARNED_MAX_KEYS`: keys with feature state (default 262,144).
+//! - `WARMING_LEARNED_IDLE_GATE`: the idle gate in seconds, 0 = off
+//!   (default: `WARMING_DEFAULT_TTL` if set, else 3600).
 
 pub mod features;
 pub mod model;
@@ -70,8 +81,23 @@ pub const NAME: &str = "learned";
 pub const MODEL_ENV: &str = "WARMING_PREDICTOR_MODEL";
 /// Environment variable overriding [`LearnedConfig::max_keys`].
 pub const MAX_KEYS_ENV: &str = "WARMING_LEARNED_MAX_KEYS";
+/// Environment variable setting the idle gate in seconds (0 = off).
+pub const GATE_ENV: &str = "WARMING_LEARNED_IDLE_GATE";
+/// Environment variable overriding [`LearnedConfig::min_probability`].
+pub const MIN_PROBABILITY_ENV: &str = "WARMING_LEARNED_MIN_PROBABILITY";
+/// Environment variable overriding [`LearnedConfig::band`].
+pub const BAND_ENV: &str = "WARMING_LEARNED_BAND";
+/// The service's TTL variable (seconds), the gate when [`GATE_ENV`] is unset.
+pub const TTL_ENV: &str = "WARMING_DEFAULT_TTL";
 
 const SHARDS: usize = 16;
+/// The window assumed before the first `predict` call (the service's default).
+const DEFAULT_WINDOW_SECS: u32 = 3600;
+/// Default width of the first-tier band: two rounds of a once-a-minute
+/// predictive refresh.
+const DEFAULT_BAND_SECS: u32 = 120;
+/// The service's default TTL (`WARMING_DEFAULT_TTL`), the default gate.
+const DEFAULT_TTL_SECS: u32 = 3600;
 const UNSET: u64 = u64::MAX;
 /// The base is set this long before the first access, so that accesses
 /// recorded out of order (older than the first one) still fit.
@@ -99,6 +125,33 @@ pub struct LearnedConfig {
     pub l2: f32,
     /// Seed of the sampler.
     pub seed: u64,
+    /// The idle gate (see the module doc).
+    pub gate: Gate,
+    /// Keys scored under this are never predicted.
+    pub min_probability: f32,
+    /// Width of the first-tier band around each expiry, seconds; `None`:
+    /// the `window` of the `predict` call. It should cover the interval
+    /// between two predictive runs that act on the answer.
+    pub band: Option<u32>,
+}
+
+/// Which keys are first-tier candidates: keys idle for at least the gate.
+///
+/// A key read within the last TTL is still in a read-through cache, so
+/// warming it is wasted; the misses warming can save are reads of keys idle
+/// for longer than their TTL (on the shared traces, nearly all expired
+/// misses are re-reads after a gap longer than the TTL). The predictor does
+/// not know the TTL: [`LearnedPredictor::from_env`] reads it from
+/// `WARMING_LEARNED_IDLE_GATE` (seconds, 0 = off), else from the service's
+/// `WARMING_DEFAULT_TTL`, else 3600 s (the service's default TTL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// Every key is a first-tier candidate.
+    Off,
+    /// Keys idle for at least the `window` of the `predict` call.
+    Window,
+    /// Keys idle for at least this many seconds.
+    Secs(u32),
 }
 
 impl Default for LearnedConfig {
@@ -114,6 +167,9 @@ impl Default for LearnedConfig {
             learning_rate: 0.05,
             l2: 1e-5,
             seed: 0x5eed,
+            gate: Gate::Secs(DEFAULT_TTL_SECS),
+            min_probability: 0.0,
+            band: Some(DEFAULT_BAND_SECS),
         }
     }
 }
@@ -252,6 +308,10 @@ pub struct LearnedPredictor {
     prefixes: Box<[Mutex<PrefixTable>]>,
     base: AtomicU64,
     horizon: AtomicU32,
+    /// The gate in seconds, from the latest `predict` call.
+    gate_secs: AtomicU32,
+    /// The window of the latest `predict` call, seconds.
+    window_secs: AtomicU32,
     trainer: Mutex<Trainer>,
     /// The model used by `predict`, copied from the trainer after each tick.
     model: RwLock<Logistic>,
@@ -289,6 +349,12 @@ impl LearnedPredictor {
                 cfg.default_horizon_secs
                     .clamp(60, cfg.max_horizon_secs.max(60)),
             ),
+            window_secs: AtomicU32::new(DEFAULT_WINDOW_SECS),
+            gate_secs: AtomicU32::new(match cfg.gate {
+                Gate::Off => 0,
+                Gate::Window => DEFAULT_WINDOW_SECS,
+                Gate::Secs(s) => s,
+            }),
             trainer: Mutex::new(Trainer {
                 model: model.clone(),
                 pending: Default::default(),
@@ -315,6 +381,28 @@ impl LearnedPredictor {
                     "{MAX_KEYS_ENV}={v:?} is not a number; using {}",
                     cfg.max_keys
                 ),
+            }
+        }
+        if let Ok(v) = std::env::var(MIN_PROBABILITY_ENV) {
+            match v.trim().parse::<f32>() {
+                Ok(x) if (0.0..=1.0).contains(&x) => cfg.min_probability = x,
+                _ => tracing::error!("{MIN_PROBABILITY_ENV}={v:?} is not in 0..=1; ignored"),
+            }
+        }
+        if let Ok(v) = std::env::var(BAND_ENV) {
+            match v.trim().parse::<u32>() {
+                Ok(x) => cfg.band = Some(x),
+                _ => tracing::error!("{BAND_ENV}={v:?} is not a number of seconds; ignored"),
+            }
+        }
+        for var in [GATE_ENV, TTL_ENV] {
+            if let Ok(v) = std::env::var(var) {
+                match v.trim().parse::<u32>() {
+                    Ok(0) => cfg.gate = Gate::Off,
+                    Ok(n) => cfg.gate = Gate::Secs(n),
+                    Err(_) => tracing::error!("{var}={v:?} is not a number of seconds; ignored"),
+                }
+                break;
             }
         }
         #[allow(unused_mut)]
@@ -465,8 +553,15 @@ impl LearnedPredictor {
         if total == 0 {
             return;
         }
-        for _ in 0..self.cfg.samples.min(total) {
-            if t.pending.len() >= self.cfg.max_pending {
+        let gate = self.gate_secs.load(Ordering::Relaxed);
+        let band = band(
+            Duration::from_secs(u64::from(self.window_secs.load(Ordering::Relaxed))),
+            gate,
+            self.cfg.band,
+        );
+        let mut taken = 0;
+        for _ in 0..4 * self.cfg.samples {
+            if t.pending.len() >= self.cfg.max_pending || taken >= self.cfg.samples.min(total) {
                 break;
             }
             let mut i = t.below(total);
@@ -482,6 +577,10 @@ impl LearnedPredictor {
                 })
                 .expect("index below total");
             let e = &shard.entries[i];
+            if tier(ctx.now_rel, e.state.last, gate, band) == 0.0 {
+                continue;
+            }
+            taken += 1;
             let p = prefixes[self.prefix_shard(e.prefix_hash)].counts(e.prefix_hash, ctx.now_rel);
             t.pending.push_back(Pending {
                 hash: e.hash,
@@ -512,6 +611,34 @@ impl LearnedPredictor {
             t.positives += u64::from(y);
         }
     }
+}
+
+/// 1 for a first-tier key, else 0: idle for `idle >= gate` seconds, and
+/// within `band` seconds after a multiple of the gate (`(idle - gate) mod
+/// gate < band`), i.e. its value has just expired, or would have just
+/// expired again had it been warmed when it last expired. A key warmed
+/// once therefore stops taking a first-tier place until its warmed value
+/// nears expiry, which leaves the places to keys not warmed yet. With the
+/// gate off every key is first tier.
+fn tier(now_rel: u32, last: u32, gate: u32, band: u32) -> f64 {
+    if gate == 0 {
+        return 1.0;
+    }
+    // The band starts `band / 2` before each expiry and ends `band / 2` after.
+    let idle = now_rel.saturating_sub(last) + band / 2;
+    if idle >= gate && (idle - gate) % gate < band {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// The first-tier band after each expiry: the window, at least 60 s, at
+/// most the gate.
+fn band(window: Duration, gate: u32, fixed: Option<u32>) -> u32 {
+    fixed
+        .unwrap_or(window.as_secs().min(u64::from(u32::MAX)) as u32)
+        .clamp(60.min(gate), gate)
 }
 
 impl Predictor for LearnedPredictor {
@@ -586,6 +713,17 @@ impl Predictor for LearnedPredictor {
             .as_secs()
             .clamp(60, u64::from(self.cfg.max_horizon_secs.max(60))) as u32;
         self.horizon.store(horizon, Ordering::Relaxed);
+        self.window_secs.store(
+            window.as_secs().min(u64::from(u32::MAX)) as u32,
+            Ordering::Relaxed,
+        );
+        let gate = match self.cfg.gate {
+            Gate::Off => 0,
+            Gate::Window => window.as_secs().min(u64::from(u32::MAX)) as u32,
+            Gate::Secs(s) => s,
+        };
+        self.gate_secs.store(gate, Ordering::Relaxed);
+        let band = band(window, gate, self.cfg.band);
         let base = self.base.load(Ordering::Relaxed);
         if base == UNSET || self.is_empty() {
             return HeuristicPredictor.predict(tracker, now_unix_secs, window, limit);
@@ -605,17 +743,27 @@ impl Predictor for LearnedPredictor {
             match &self.scorer {
                 Scorer::Online => {
                     for e in &s.entries {
+                        if tier(ctx.now_rel, e.state.last, gate, band) == 0.0 {
+                            continue;
+                        }
                         let p = prefixes[self.prefix_shard(e.prefix_hash)]
                             .counts(e.prefix_hash, ctx.now_rel);
                         let x = features(&e.state, p, &ctx);
-                        top.offer(f64::from(model.probability(&x)), &e.key);
+                        let prob = model.probability(&x);
+                        if prob >= self.cfg.min_probability {
+                            top.offer(f64::from(prob), &e.key);
+                        }
                     }
                 }
                 #[cfg(feature = "onnx")]
                 Scorer::Onnx(m) => {
                     let mut scores = Vec::new();
-                    let batch: Vec<Features> = s
+                    let kept: Vec<&Entry> = s
                         .entries
+                        .iter()
+                        .filter(|e| tier(ctx.now_rel, e.state.last, gate, band) > 0.0)
+                        .collect();
+                    let batch: Vec<Features> = kept
                         .iter()
                         .map(|e| {
                             let p = prefixes[self.prefix_shard(e.prefix_hash)]
@@ -625,8 +773,10 @@ impl Predictor for LearnedPredictor {
                         .collect();
                     match m.score(&batch, &mut scores) {
                         Ok(()) => {
-                            for (e, sc) in s.entries.iter().zip(&scores) {
-                                top.offer(f64::from(*sc), &e.key);
+                            for (e, sc) in kept.iter().zip(&scores) {
+                                if *sc >= self.cfg.min_probability {
+                                    top.offer(f64::from(*sc), &e.key);
+                                }
                             }
                         }
                         Err(err) => {

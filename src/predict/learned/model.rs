@@ -107,10 +107,10 @@ impl Logistic {
         };
         self.seen += 1;
         let err = (self.probability(x) - if y { 1.0 } else { 0.0 }) * weight;
-        for i in 0..NUM_FEATURES {
-            let g = err * x[i] + self.l2 * self.w[i];
-            self.g2[i] += g * g;
-            self.w[i] -= self.lr * g / self.g2[i].sqrt();
+        for ((w, g2), x) in self.w.iter_mut().zip(&mut self.g2).zip(x) {
+            let g = err * x + self.l2 * *w;
+            *g2 += g * g;
+            *w -= self.lr * g / g2.sqrt();
         }
         self.g2[NUM_FEATURES] += err * err;
         self.b -= self.lr * err / self.g2[NUM_FEATURES].sqrt();

@@ -1,0 +1,82 @@
+//! The `learned` predictor in the live service: selected at run time with
+//! `POST /warm/config`, fed by `POST /warm/access`, and asked by
+//! `POST /warm/trigger-predictive`, whose keys are then warmed.
+
+mod support;
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::origin::TestOrigin;
+use support::server::{TestServer, settings};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+#[tokio::test]
+async fn learned_is_selected_by_configuration_and_warms_expiring_keys() {
+    let origin = TestOrigin::start().await;
+    let srv = TestServer::start(settings(&origin.url_template())).await;
+    let (status, body) = srv
+        .post("/warm/config", json!({"predictor": "learned"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["config"]["predictor"], "learned", "{body}");
+    let (_, cfg) = srv.get("/warm/config").await;
+    assert_eq!(cfg["config"]["predictor"], "learned");
+
+    // "returning:*" were read a few times just over an hour minus a few
+    // seconds ago: with the default TTL (1 h) their values expire within
+    // the next minute, which is when the learned predictor names them.
+    // "fresh" was just read: still cached, not worth warming.
+    let t = now();
+    let mut events: Vec<Value> = Vec::new();
+    for k in 0..3 {
+        for i in 0..3 {
+            events.push(json!({"key": format!("returning:{k}"), "at": t - 3640.0 - f64::from(i)}));
+        }
+    }
+    events.extend((0..5).map(|_| json!({"key": "fresh", "at": t - 1.0})));
+    let (status, body) = srv.post("/warm/access", json!({"events": events})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["recorded"], 14);
+
+    let (status, body) = srv
+        .post("/warm/trigger-predictive", json!({"limit": 10}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut keys: Vec<String> = body["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["returning:0", "returning:1", "returning:2"],
+        "{body}"
+    );
+    let job = srv.wait_job(body["job_id"].as_str().unwrap(), WAIT).await;
+    assert_eq!(job["succeeded"], 3, "{job}");
+    assert_eq!(origin.requests_for("returning:0"), 1);
+    assert_eq!(origin.requests_for("fresh"), 0);
+
+    // Switching back works too, and an unknown name is still refused.
+    let (status, _) = srv
+        .post("/warm/config", json!({"predictor": "heuristic"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = srv
+        .post("/warm/config", json!({"predictor": "learned-v2"}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    srv.shutdown().await;
+}
