@@ -12,12 +12,22 @@
 //!   evicts its coldest ~10% by 3-h decayed count), so memory is bounded
 //!   whatever number of distinct keys arrives: about 100 bytes per key plus
 //!   a fixed 1 MiB of prefix table.
+//! - **Idle gate** ([`Gate`]): warming saves a miss only for a
+//!   key whose cached value has expired by the time it is read, i.e. (in a
+//!   read-through cache) a key idle for longer than its TTL. The candidates
+//!   are the keys whose idle time is within `band / 2` of a multiple of the
+//!   gate: their value expires now, or would expire again now had it been
+//!   warmed at its last expiry (so a key warmed once gives its place to
+//!   others until its warmed value nears expiry). Gate: the TTL
+//!   (`WARMING_LEARNED_IDLE_GATE`, else `WARMING_DEFAULT_TTL`, else 3600 s;
+//!   0 = off, every key is a candidate); band: 120 s
+//!   (`WARMING_LEARNED_BAND`). Other keys are never predicted.
 //! - **Training** ([`Predictor::tick`]): every `sample_every` seconds the
-//!   predictor snapshots the feature vectors of `samples` keys drawn
-//!   uniformly from the first-tier keys it tracks; `horizon` seconds later each snapshot
-//!   is labelled "was the key requested after the snapshot" (its last access
-//!   is newer than the snapshot) and fed to the model (one SGD step each).
-//!   The horizon is the `window` of the latest `predict` call, clamped to
+//!   predictor snapshots the feature vectors of `samples` candidate keys
+//!   drawn uniformly; `horizon` seconds later each snapshot is labelled "was
+//!   the key requested after the snapshot" (its last access is newer than
+//!   the snapshot) and fed to the model (one SGD step each). The horizon is
+//!   the `window` of the latest `predict` call, clamped to
 //!   `60..=max_horizon` seconds (default 900 s) so that labels arrive within
 //!   minutes of a start.
 //! - **Model** ([`model::Logistic`]): logistic regression with AdaGrad,
@@ -25,17 +35,9 @@
 //!   first label. With the `onnx` cargo feature and
 //!   `WARMING_PREDICTOR_MODEL=path.onnx`, a model trained offline scores
 //!   instead (see `onnx.rs`; the online model keeps training but is unused).
-//! - **Idle gate** ([`Gate`]): warming saves a miss only for a key whose
-//!   cached value has expired, i.e. (in a read-through cache) a key idle for
-//!   longer than its TTL. Keys idle for at least the gate (by default the
-//!   TTL: `WARMING_LEARNED_IDLE_GATE`, else `WARMING_DEFAULT_TTL`, else
-//!   3600 s), within one `window` after a multiple of the gate (so a key
-//!   already warmed once gives its place to others until its warmed value
-//!   nears expiry), are the first tier: they are trained on and ranked first; the other
-//!   keys only fill the answer when fewer than `limit` first-tier keys exist.
-//!   The score is the probability, plus 1 in the first tier.
-//! - **Prediction** ([`Predictor::predict`]): every tracked key is scored,
-//!   the top `limit` chosen with a bounded heap, O(n log limit). Before the
+//! - **Prediction** ([`Predictor::predict`]): every candidate is scored (the
+//!   probability; keys under `min_probability` are dropped) and the top
+//!   `limit` chosen with a bounded heap, O(n log limit). Before the
 //!   predictor has seen any access (e.g. just after it was selected at run
 //!   time), it answers with the heuristic on the service's tracker.
 //!
@@ -54,6 +56,8 @@
 //! - `WARMING_LEARNED_MAX_KEYS`: keys with feature state (default 262,144).
 //! - `WARMING_LEARNED_IDLE_GATE`: the idle gate in seconds, 0 = off
 //!   (default: `WARMING_DEFAULT_TTL` if set, else 3600).
+//! - `WARMING_LEARNED_BAND`: the band around each expiry, seconds (120).
+//! - `WARMING_LEARNED_MIN_PROBABILITY`: lowest score predicted (0).
 
 pub mod features;
 pub mod model;
@@ -93,7 +97,7 @@ pub const TTL_ENV: &str = "WARMING_DEFAULT_TTL";
 const SHARDS: usize = 16;
 /// The window assumed before the first `predict` call (the service's default).
 const DEFAULT_WINDOW_SECS: u32 = 3600;
-/// Default width of the first-tier band: two rounds of a once-a-minute
+/// Default width of the band around each expiry: two rounds of a once-a-minute
 /// predictive refresh.
 const DEFAULT_BAND_SECS: u32 = 120;
 /// The service's default TTL (`WARMING_DEFAULT_TTL`), the default gate.
@@ -129,13 +133,13 @@ pub struct LearnedConfig {
     pub gate: Gate,
     /// Keys scored under this are never predicted.
     pub min_probability: f32,
-    /// Width of the first-tier band around each expiry, seconds; `None`:
+    /// Width of the band around each expiry, seconds; `None`:
     /// the `window` of the `predict` call. It should cover the interval
     /// between two predictive runs that act on the answer.
     pub band: Option<u32>,
 }
 
-/// Which keys are first-tier candidates: keys idle for at least the gate.
+/// Which keys are candidates: keys whose idle time is near a multiple of the gate.
 ///
 /// A key read within the last TTL is still in a read-through cache, so
 /// warming it is wasted; the misses warming can save are reads of keys idle
@@ -146,11 +150,11 @@ pub struct LearnedConfig {
 /// `WARMING_DEFAULT_TTL`, else 3600 s (the service's default TTL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gate {
-    /// Every key is a first-tier candidate.
+    /// Every key is a candidate.
     Off,
-    /// Keys idle for at least the `window` of the `predict` call.
+    /// The gate is the `window` of the `predict` call.
     Window,
-    /// Keys idle for at least this many seconds.
+    /// The gate is this many seconds.
     Secs(u32),
 }
 
@@ -613,19 +617,17 @@ impl LearnedPredictor {
     }
 }
 
-/// 1 for a first-tier key, else 0: idle for `idle >= gate` seconds, and
-/// within `band` seconds after a multiple of the gate (`(idle - gate) mod
-/// gate < band`), i.e. its value has just expired, or would have just
-/// expired again had it been warmed when it last expired. A key warmed
-/// once therefore stops taking a first-tier place until its warmed value
-/// nears expiry, which leaves the places to keys not warmed yet. With the
-/// gate off every key is first tier.
+/// 1 for a candidate key, else 0: with `idle` = seconds since the last
+/// access plus `band / 2`, `idle >= gate` and `(idle - gate) mod gate <
+/// band`, i.e. the key's value expires within `band / 2` (or expired that
+/// recently), or would, had it been warmed when it last expired. A key
+/// warmed once therefore gives its place to keys not warmed yet until its
+/// warmed value nears expiry. With the gate off every key is a candidate.
 fn tier(now_rel: u32, last: u32, gate: u32, band: u32) -> f64 {
     if gate == 0 {
         return 1.0;
     }
-    // The band starts `band / 2` before each expiry and ends `band / 2` after.
-    let idle = now_rel.saturating_sub(last) + band / 2;
+    let idle = now_rel.saturating_sub(last).saturating_add(band / 2);
     if idle >= gate && (idle - gate) % gate < band {
         1.0
     } else {
@@ -633,8 +635,8 @@ fn tier(now_rel: u32, last: u32, gate: u32, band: u32) -> f64 {
     }
 }
 
-/// The first-tier band after each expiry: the window, at least 60 s, at
-/// most the gate.
+/// The band around each expiry: `fixed`, else the window; at least 60 s
+/// and at most the gate.
 fn band(window: Duration, gate: u32, fixed: Option<u32>) -> u32 {
     fixed
         .unwrap_or(window.as_secs().min(u64::from(u32::MAX)) as u32)

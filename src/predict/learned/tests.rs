@@ -232,3 +232,43 @@ fn zero_keys_tracks_nothing() {
     p.observe("a", T0);
     assert!(p.is_empty());
 }
+
+/// The committed test model (`scripts/make-onnx-model.py`) is logistic
+/// regression with the online model's prior weights: its scores must match
+/// the built-in model's, and the predictor must rank with it.
+#[cfg(feature = "onnx")]
+#[test]
+fn onnx_model_scores_like_the_built_in_prior() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/learned.onnx");
+    let m = onnx::OnnxModel::load(&path).unwrap();
+    let mut rows = vec![[0.0f32; features::NUM_FEATURES]; 3];
+    rows[1][0] = 2.0;
+    rows[1][4] = 1.0;
+    for (i, v) in rows[2].iter_mut().enumerate() {
+        *v = i as f32 * 0.25 - 1.0;
+    }
+    let mut out = Vec::new();
+    m.score(&rows, &mut out).unwrap();
+    let prior = Logistic::default();
+    assert_eq!(out.len(), 3);
+    for (x, s) in rows.iter().zip(&out) {
+        assert!(
+            (prior.probability(x) - s).abs() < 1e-5,
+            "{s} vs {}",
+            prior.probability(x)
+        );
+    }
+    m.score(&[], &mut out).unwrap();
+    assert!(out.is_empty());
+
+    let p = LearnedPredictor::with_onnx(small(100), &path).unwrap();
+    for _ in 0..5 {
+        p.observe("busy", T0);
+    }
+    p.observe("quiet", T0);
+    let tracker = AccessTracker::new(10, Duration::from_secs(900));
+    let top = p.predict(&tracker, T0 + 10, Duration::from_secs(60), 5);
+    let keys: Vec<_> = top.iter().map(|x| x.key.as_str()).collect();
+    assert_eq!(keys, ["busy", "quiet"]);
+    assert!(onnx::OnnxModel::load(std::path::Path::new("/nonexistent.onnx")).is_err());
+}
