@@ -12,12 +12,13 @@ use std::path::Path;
 
 use anyhow::{Context as _, bail};
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::dims;
 
 use super::features::{Features, NUM_FEATURES};
 
 /// A loaded, optimized model with a symbolic batch dimension.
 pub struct OnnxModel {
-    plan: TypedRunnableModel<TypedModel>,
+    plan: std::sync::Arc<TypedRunnableModel>,
 }
 
 impl std::fmt::Debug for OnnxModel {
@@ -57,7 +58,7 @@ impl OnnxModel {
         let Some(first) = result.first() else {
             bail!("the model has no output");
         };
-        let view = first.to_array_view::<f32>()?;
+        let view = first.to_plain_array_view::<f32>()?;
         let shape = view.shape().to_vec();
         match shape.as_slice() {
             [n] | [n, 1] if *n == rows.len() => out.extend(view.iter().copied()),
