@@ -554,7 +554,7 @@ impl ServiceConfig {
             e.push(FieldError {
                 field: "cache_url".into(),
                 message: format!(
-                    "{:?}: allowed schemes are memory:// and redis://",
+                    "{:?}: allowed schemes are memory://, redis:// and redis+cluster://",
                     self.cache_url
                 ),
             });
