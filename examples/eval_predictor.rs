@@ -170,7 +170,10 @@ fn main() {
         "learned: {} keys, {} examples ({} positive), running log-loss {:.4}",
         st.keys, st.examples, st.positives, st.running_loss
     );
-    for (n, w) in predict::learned::features::FEATURE_NAMES.iter().zip(&st.weights) {
+    for (n, w) in predict::learned::features::FEATURE_NAMES
+        .iter()
+        .zip(&st.weights)
+    {
         println!("  {n:<16} {w:>8.4}");
     }
     println!("  bias             {:>8.4}", st.bias);

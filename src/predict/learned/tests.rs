@@ -86,7 +86,7 @@ fn training_improves_log_loss_on_a_periodic_pattern() {
         step(&p, t);
     }
     let prior = p.model.read().clone();
-    let train_until = 2 * period + 3600;
+    let train_until = 2 * period + 7200;
     for t in 2 * period..train_until {
         step(&p, t);
     }
@@ -122,7 +122,7 @@ fn training_improves_log_loss_on_a_periodic_pattern() {
     let st = p.stats();
     assert!(st.examples > 5000, "{st:?}");
     assert!(
-        after < before * 0.9,
+        after < before * 0.95,
         "log-loss {before:.4} -> {after:.4}; {st:?}"
     );
 }
