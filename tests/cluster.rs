@@ -80,8 +80,8 @@ impl ClusterEnv {
             .env("WARMING_STATE_DIR", state)
             .env("WARMING_BUILTIN_SCHEDULES", "false")
             .env("WARMING_MAX_ORIGIN_RPS", "0")
-            .env("WARMING_LOG", "warn")
-            .stdout(Stdio::null())
+            .env("WARMING_LOG", "info")
+            .stdout(std::fs::File::create(self.state.path().join(format!("i{n}.log"))).unwrap())
             .stderr(Stdio::null());
         for (k, v) in &self.extra {
             cmd.env(k, v);
@@ -89,6 +89,30 @@ impl ClusterEnv {
         Instance {
             child: cmd.spawn().unwrap(),
             base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for ClusterEnv {
+    /// When a test fails, show what each instance logged.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for entry in std::fs::read_dir(self.state.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "log") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                eprintln!("--- {} (last 40 lines) ---", path.display());
+                for l in &lines[lines.len().saturating_sub(40)..] {
+                    eprintln!("{l}");
+                }
+            }
         }
     }
 }
@@ -140,16 +164,20 @@ async fn wait_job(http: &reqwest::Client, base: &str, job: &str, within: Duratio
                     return v;
                 }
                 if Instant::now() >= deadline {
+                    let none = Vec::new();
                     let odd: Vec<&Value> = v["keys"]
                         .as_array()
-                        .unwrap()
+                        .unwrap_or(&none)
                         .iter()
                         .filter(|k| k["status"] != "success")
                         .take(10)
                         .collect();
                     panic!(
-                        "job not done in {within:?}: queued {} in_flight {} succeeded {}; not succeeded: {odd:?}",
-                        v["queued"], v["in_flight"], v["succeeded"]
+                        "job not done in {within:?}: queued {} in_flight {} succeeded {}; not succeeded: {odd:?}; body {}",
+                        v["queued"],
+                        v["in_flight"],
+                        v["succeeded"],
+                        v.to_string().chars().take(300).collect::<String>()
                     );
                 }
             }
@@ -181,14 +209,15 @@ async fn a_big_job_is_spread_over_instances_and_each_key_fetched_once() {
     let nodes = start(&env, 3, &http).await;
 
     // Every instance sees every other one.
-    let st = get(&http, format!("{}/warm/status", nodes[2].base)).await;
-    let ids: Vec<&str> = st["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids.len(), 3, "{st}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let st = get(&http, format!("{}/warm/status", nodes[2].base)).await;
+        if st["instances"].as_array().unwrap().len() == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not every instance listed: {st}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let keys: Vec<String> = (0..10_000).map(|i| format!("big:{i}")).collect();
     let r = post(

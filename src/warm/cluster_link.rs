@@ -353,8 +353,9 @@ impl Engine {
         }
         let task = claimed.task.clone();
         if self.queue.contains(&task.key) {
-            // Already here under an older claim: this delivery is redundant.
-            c.ack(&claimed).await;
+            // Already here (reclaimed from ourselves: the same stream entry):
+            // keep the fresh claim; the local worker acks it when done.
+            c.hold(claimed);
             return;
         }
         c.hold(claimed);

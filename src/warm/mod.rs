@@ -284,7 +284,10 @@ impl Engine {
         });
         if let Some(c) = &engine.cluster {
             // Be listed before the first request is served.
-            let info = c.info(&engine.service.listen, engine.tunables.load().concurrent_warmers);
+            let info = c.info(
+                &engine.service.listen,
+                engine.tunables.load().concurrent_warmers,
+            );
             if let Err(e) = c.members.heartbeat(&info).await {
                 tracing::warn!(error = %e, "first cluster heartbeat failed");
             }

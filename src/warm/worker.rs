@@ -154,15 +154,21 @@ async fn run(engine: Arc<Engine>, id: usize) {
                 started_at: Some(Utc::now()),
             },
         );
-        warm_one(&engine, &task).await;
-        engine.queue.finish(&task.key);
+        if warm_one(&engine, &task).await {
+            engine.queue.finish(&task.key);
+        } else {
+            // Not warmed yet (no lease): back in the local queue, tried again shortly.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            engine.queue.hand_back(&task.key);
+        }
         engine.board.set(id, Slot::idle());
     }
     engine.board.release(id);
 }
 
-/// Fetches, writes and reports one key.
-pub(crate) async fn warm_one(engine: &Engine, task: &Task) {
+/// Fetches, writes and reports one key. `false` when the key could not be
+/// tried yet (cluster lease unavailable) and must stay queued.
+pub(crate) async fn warm_one(engine: &Engine, task: &Task) -> bool {
     let t = engine.tunables.load_full();
     let cluster = engine.cluster.as_deref();
     let claim = cluster.and_then(|c| c.release_claim(&task.key));
@@ -171,23 +177,23 @@ pub(crate) async fn warm_one(engine: &Engine, task: &Task) {
         match c.take_lease(&task.key, ClusterLink::lease_ttl(&t)).await {
             Ok(true) => {}
             Ok(false) => {
-                // A live instance is fetching this key right now: try again
-                // later rather than report a duplicate that was never warmed.
-                if let Some(claim) = &claim {
-                    let _ = c.queue.hand_back(claim).await;
+                // A live instance is fetching this key right now: keep the
+                // task (and its claim) and try again shortly, rather than
+                // report a duplicate that was never warmed here.
+                if let Some(claim) = claim {
+                    c.hold(claim);
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                return;
+                return false;
             }
             Err(e) => {
-                // Without the lease the guarantee cannot be kept: give the
-                // task back; it is delivered again (to anyone) shortly.
-                tracing::warn!(key = %task.key, error = %e, "cannot take the fetch lease; handing the key back");
-                if let Some(claim) = &claim {
-                    let _ = c.queue.hand_back(claim).await;
+                // Without the lease the guarantee cannot be kept: keep the
+                // task and its claim, and try again when Redis answers.
+                tracing::warn!(key = %task.key, error = %e, "cannot take the fetch lease; will retry");
+                if let Some(claim) = claim {
+                    c.hold(claim);
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                return;
+                return false;
             }
         }
     } else {
@@ -286,6 +292,7 @@ pub(crate) async fn warm_one(engine: &Engine, task: &Task) {
         error,
         completed_at: Utc::now(),
     });
+    true
 }
 
 /// Writes one entry, retrying while the backend is unreachable (a Redis
