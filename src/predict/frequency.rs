@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use super::{Prediction, Predictor};
 use crate::access::AccessTracker;
-use crate::access::topk::TopK;
 
 /// Name used in configuration.
 pub const NAME: &str = "frequency";
@@ -28,19 +27,7 @@ impl Predictor for FrequencyPredictor {
         _window: Duration,
         limit: usize,
     ) -> Vec<Prediction> {
-        if limit == 0 {
-            return Vec::new();
-        }
-        let mut top = TopK::new(limit);
-        tracker.for_each(now_unix_secs, &mut |key, stats| {
-            if stats.accesses_per_hour > 0.0 {
-                top.offer(stats.accesses_per_hour, key);
-            }
-        });
-        top.into_sorted()
-            .into_iter()
-            .map(|(key, score)| Prediction { key, score })
-            .collect()
+        super::top_by_score(tracker, now_unix_secs, limit, |s| s.accesses_per_hour)
     }
 }
 

@@ -27,7 +27,6 @@
 use std::time::Duration;
 
 use super::{Prediction, Predictor};
-use crate::access::topk::TopK;
 use crate::access::{AccessTracker, KeyStats};
 
 /// Name used in configuration.
@@ -78,20 +77,7 @@ impl Predictor for HeuristicPredictor {
         _window: Duration,
         limit: usize,
     ) -> Vec<Prediction> {
-        if limit == 0 {
-            return Vec::new();
-        }
-        let mut top = TopK::new(limit);
-        tracker.for_each(now_unix_secs, &mut |key, stats| {
-            let s = score(stats);
-            if s > 0.0 {
-                top.offer(s, key);
-            }
-        });
-        top.into_sorted()
-            .into_iter()
-            .map(|(key, score)| Prediction { key, score })
-            .collect()
+        super::top_by_score(tracker, now_unix_secs, limit, score)
     }
 }
 

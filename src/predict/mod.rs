@@ -45,6 +45,31 @@ pub trait Predictor: Send + Sync {
     ) -> Vec<Prediction>;
 }
 
+/// The `limit` tracked keys with the highest `score`, best first (ties by
+/// key); keys scoring 0 or less are never predicted. Uses a bounded heap,
+/// not a sort of every key.
+pub fn top_by_score(
+    tracker: &AccessTracker,
+    now_unix_secs: u64,
+    limit: usize,
+    score: impl Fn(&crate::access::KeyStats) -> f64,
+) -> Vec<Prediction> {
+    if limit == 0 {
+        return Vec::new();
+    }
+    let mut top = crate::access::topk::TopK::new(limit);
+    tracker.for_each(now_unix_secs, &mut |key, stats| {
+        let s = score(stats);
+        if s > 0.0 {
+            top.offer(s, key);
+        }
+    });
+    top.into_sorted()
+        .into_iter()
+        .map(|(key, score)| Prediction { key, score })
+        .collect()
+}
+
 /// The predictor configured by name (see [`crate::config::PREDICTORS`]);
 /// `None` for an unknown name.
 pub fn by_name(name: &str) -> Option<Arc<dyn Predictor>> {
