@@ -132,28 +132,17 @@ impl JobRegistry {
         Self::trim(&mut inner, self.retained);
     }
 
-    /// Changes a queued key to `deduplicated` after the queue refused it.
+    /// Changes queued keys to `deduplicated` after the queue refused them.
     pub fn mark_deduplicated(&self, id: &str, keys: &[String]) {
-        let mut inner = self.inner.lock();
-        let mut finished_now = false;
-        if let Some(job) = inner.jobs.get_mut(id) {
-            for key in keys {
-                if let Some(&i) = job.index.get(key) {
-                    if job.keys[i].status == QUEUED {
-                        job.keys[i].status = DEDUPLICATED.to_string();
-                        job.pending -= 1;
-                    }
-                }
-            }
-            if job.pending == 0 && job.finished_at.is_none() {
-                job.finished_at = Some(Utc::now());
-                finished_now = true;
-            }
-        }
-        if finished_now {
-            inner.active -= 1;
-            inner.finished.push_back(id.to_string());
-            Self::trim(&mut inner, self.retained);
+        for key in keys {
+            let outcome = KeyOutcome {
+                key: key.clone(),
+                status: DEDUPLICATED.to_string(),
+                attempts: None,
+                duration_ms: None,
+                error: None,
+            };
+            self.finish(id, outcome);
         }
     }
 
@@ -177,7 +166,7 @@ impl JobRegistry {
         }
     }
 
-    /// The key finished with `outcome` (its `key` field is ignored).
+    /// The key `outcome.key` of job `id` finished with `outcome`.
     pub fn finish(&self, id: &str, outcome: KeyOutcome) {
         let mut inner = self.inner.lock();
         let mut finished_now = false;
