@@ -82,65 +82,66 @@ pub fn draw(r: &Report, path: &Path) -> Result<(), String> {
         .flat_map(|(_, p)| p.iter().map(|p| p.1))
         .fold(1.0, f64::max);
     let x_max = span / 60.0;
-    let mut c = ChartBuilder::on(&top)
-        .caption(
-            format!("{}: hit ratio over trace time", r.trace),
-            ("sans-serif", 22),
-        )
-        .margin(10)
-        .x_label_area_size(35)
-        .y_label_area_size(55)
-        .build_cartesian_2d(0.0..x_max, 0.0..1.0)
-        .map_err(|x| e(&x))?;
-    c.configure_mesh()
-        .x_desc("minutes")
-        .y_desc("hit ratio")
-        .draw()
-        .map_err(|x| e(&x))?;
-    for (i, (name, pts)) in hit.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        c.draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
-            .map_err(|x| e(&x))?
-            .label(name.as_str())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-    }
-    c.configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::LowerRight)
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(|x| e(&x))?;
-    let mut c = ChartBuilder::on(&bottom)
-        .caption("origin fetches per second", ("sans-serif", 22))
-        .margin(10)
-        .x_label_area_size(35)
-        .y_label_area_size(55)
-        .build_cartesian_2d(0.0..x_max, 0.0..max_load * 1.05)
-        .map_err(|x| e(&x))?;
-    c.configure_mesh()
-        .x_desc("minutes")
-        .y_desc("fetches/s")
-        .draw()
-        .map_err(|x| e(&x))?;
-    for (i, (name, pts)) in load.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        c.draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
-            .map_err(|x| e(&x))?
-            .label(name.as_str())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-    }
-    c.configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(|x| e(&x))?;
+    panel(
+        &top,
+        &format!("{}: hit ratio over trace time", r.trace),
+        "hit ratio",
+        (x_max, 1.0),
+        &hit,
+        SeriesLabelPosition::LowerRight,
+        &e,
+    )?;
+    panel(
+        &bottom,
+        "origin fetches per second",
+        "fetches/s",
+        (x_max, max_load * 1.05),
+        &load,
+        SeriesLabelPosition::UpperRight,
+        &e,
+    )?;
     root.present().map_err(|x| e(&x))?;
+    Ok(())
+}
+
+/// One panel of the chart: a line per mode, minutes `0..x_max` across and
+/// `0..y_max` up, with its caption, y axis label and legend at `legend`.
+fn panel(
+    area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    caption: &str,
+    y_desc: &str,
+    (x_max, y_max): (f64, f64),
+    lines: &[(String, Vec<(f64, f64)>)],
+    legend: SeriesLabelPosition,
+    e: &dyn Fn(&dyn std::fmt::Display) -> String,
+) -> Result<(), String> {
+    let mut c = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 22))
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(55)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+        .map_err(|x| e(&x))?;
+    c.configure_mesh()
+        .x_desc("minutes")
+        .y_desc(y_desc)
+        .draw()
+        .map_err(|x| e(&x))?;
+    for (i, (name, pts)) in lines.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        c.draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
+            .map_err(|x| e(&x))?
+            .label(name.as_str())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+    }
+    c.configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(legend)
+        .label_font(("sans-serif", 14))
+        .draw()
+        .map_err(|x| e(&x))?;
     Ok(())
 }
