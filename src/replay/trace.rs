@@ -260,18 +260,10 @@ pub fn open(path: &Path, format: Format, clock: Clock) -> io::Result<Trace> {
 /// A trace of `format` read from `input`.
 pub fn from_reader(input: Box<dyn BufRead + Send>, format: Format, clock: Clock) -> Trace {
     match format {
-        Format::CloudPhysics => Box::new(CloudPhysics {
-            lines: input,
-            line: String::new(),
-            n: 0,
-        }),
+        Format::CloudPhysics => Box::new(LineTrace::new(input, cloudphysics)),
         Format::Vscsi => Box::new(Vscsi { input, n: 0 }),
         Format::Cache2k => Box::new(Cache2k { input, clock, n: 0 }),
-        Format::Csv => Box::new(Csv {
-            lines: input,
-            line: String::new(),
-            n: 0,
-        }),
+        Format::Csv => Box::new(LineTrace::new(input, csv)),
         Format::AccessJsonl => Box::new(AccessJsonl {
             lines: input,
             line: String::new(),
@@ -300,55 +292,37 @@ fn next_line(input: &mut dyn BufRead, line: &mut String, n: &mut u64) -> io::Res
     Ok(true)
 }
 
-struct CloudPhysics {
+/// A text trace read line by line: `parse` turns line `n` (1-based, without
+/// the newline) into a request, or `None` for a line to skip.
+struct LineTrace {
     lines: Box<dyn BufRead + Send>,
     line: String,
     n: u64,
+    parse: fn(&str, u64) -> io::Result<Option<Request>>,
 }
 
-impl CloudPhysics {
-    fn parse(&self) -> io::Result<Option<Request>> {
-        let l = self.line.trim();
-        if l.is_empty() || l.starts_with("version") {
-            return Ok(None);
+impl LineTrace {
+    fn new(
+        lines: Box<dyn BufRead + Send>,
+        parse: fn(&str, u64) -> io::Result<Option<Request>>,
+    ) -> LineTrace {
+        LineTrace {
+            lines,
+            line: String::new(),
+            n: 0,
+            parse,
         }
-        let err = || {
-            bad(format!(
-                "line {}: expected version,time,op,size,lbn: {l:?}",
-                self.n
-            ))
-        };
-        let mut f = l.split(',');
-        let (_v, time, op, size, lbn) = (
-            f.next().ok_or_else(err)?,
-            f.next().ok_or_else(err)?,
-            f.next().ok_or_else(err)?,
-            f.next().ok_or_else(err)?,
-            f.next().ok_or_else(err)?,
-        );
-        let at: f64 = time.trim().parse().map_err(|_| err())?;
-        let op = u32::from_str_radix(op.trim(), 16).map_err(|_| err())?;
-        let size: u32 = size.trim().parse().map_err(|_| err())?;
-        let lbn: u64 = lbn.trim().parse().map_err(|_| err())?;
-        Ok(Some(Request {
-            at,
-            id: lbn,
-            key: numeric(lbn),
-            size: size.max(1),
-            ttl: None,
-            write: op == 0x2a,
-        }))
     }
 }
 
-impl Iterator for CloudPhysics {
+impl Iterator for LineTrace {
     type Item = io::Result<Request>;
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             match next_line(&mut *self.lines, &mut self.line, &mut self.n) {
                 Ok(false) => return None,
                 Err(e) => return Some(Err(e)),
-                Ok(true) => match self.parse() {
+                Ok(true) => match (self.parse)(&self.line, self.n) {
                     Ok(None) => continue,
                     Ok(Some(r)) => return Some(Ok(r)),
                     Err(e) => return Some(Err(e)),
@@ -356,6 +330,39 @@ impl Iterator for CloudPhysics {
             }
         }
     }
+}
+
+/// A line of a CloudPhysics (libCacheSim CSV) trace.
+fn cloudphysics(line: &str, n: u64) -> io::Result<Option<Request>> {
+    let l = line.trim();
+    if l.is_empty() || l.starts_with("version") {
+        return Ok(None);
+    }
+    let err = || {
+        bad(format!(
+            "line {n}: expected version,time,op,size,lbn: {l:?}"
+        ))
+    };
+    let mut f = l.split(',');
+    let (_v, time, op, size, lbn) = (
+        f.next().ok_or_else(err)?,
+        f.next().ok_or_else(err)?,
+        f.next().ok_or_else(err)?,
+        f.next().ok_or_else(err)?,
+        f.next().ok_or_else(err)?,
+    );
+    let at: f64 = time.trim().parse().map_err(|_| err())?;
+    let op = u32::from_str_radix(op.trim(), 16).map_err(|_| err())?;
+    let size: u32 = size.trim().parse().map_err(|_| err())?;
+    let lbn: u64 = lbn.trim().parse().map_err(|_| err())?;
+    Ok(Some(Request {
+        at,
+        id: lbn,
+        key: numeric(lbn),
+        size: size.max(1),
+        ttl: None,
+        write: op == 0x2a,
+    }))
 }
 
 /// Reads exactly `buf.len()` bytes; `Ok(false)` at a clean end of input.
@@ -444,68 +451,44 @@ impl Iterator for Cache2k {
     }
 }
 
-struct Csv {
-    lines: Box<dyn BufRead + Send>,
-    line: String,
-    n: u64,
-}
-
-impl Csv {
-    fn parse(&self) -> io::Result<Option<Request>> {
-        let l = self.line.trim();
-        if l.is_empty() || l.starts_with('#') {
-            return Ok(None);
-        }
-        let err = |what: &str| bad(format!("line {}: {what}: {l:?}", self.n));
-        let mut f = l.split(',');
-        let ts = f.next().unwrap_or("").trim();
-        let at: f64 = match ts.parse() {
-            Ok(t) => t,
-            // A first line whose timestamp is no number is a header.
-            Err(_) if self.n == 1 => return Ok(None),
-            Err(_) => return Err(err("timestamp is not a number")),
-        };
-        if !at.is_finite() {
-            return Err(err("timestamp is not finite"));
-        }
-        let key = f.next().map(str::trim).unwrap_or("");
-        if key.is_empty() {
-            return Err(err("no key"));
-        }
-        let size = match f.next().map(str::trim) {
-            None | Some("") => 1,
-            Some(s) => s.parse::<u32>().map_err(|_| err("size is not a number"))?,
-        };
-        let ttl = match f.next().map(str::trim) {
-            None | Some("") => None,
-            Some(s) => Some(s.parse::<f64>().map_err(|_| err("ttl is not a number"))?),
-        };
-        Ok(Some(Request {
-            at,
-            id: text_id(key),
-            key: CompactString::from(key),
-            size: size.max(1),
-            ttl,
-            write: false,
-        }))
+/// A line of a CSV trace: `timestamp,key[,size[,ttl]]`.
+fn csv(line: &str, n: u64) -> io::Result<Option<Request>> {
+    let l = line.trim();
+    if l.is_empty() || l.starts_with('#') {
+        return Ok(None);
     }
-}
-
-impl Iterator for Csv {
-    type Item = io::Result<Request>;
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            match next_line(&mut *self.lines, &mut self.line, &mut self.n) {
-                Ok(false) => return None,
-                Err(e) => return Some(Err(e)),
-                Ok(true) => match self.parse() {
-                    Ok(None) => continue,
-                    Ok(Some(r)) => return Some(Ok(r)),
-                    Err(e) => return Some(Err(e)),
-                },
-            }
-        }
+    let err = |what: &str| bad(format!("line {n}: {what}: {l:?}"));
+    let mut f = l.split(',');
+    let ts = f.next().unwrap_or("").trim();
+    let at: f64 = match ts.parse() {
+        Ok(t) => t,
+        // A first line whose timestamp is no number is a header.
+        Err(_) if n == 1 => return Ok(None),
+        Err(_) => return Err(err("timestamp is not a number")),
+    };
+    if !at.is_finite() {
+        return Err(err("timestamp is not finite"));
     }
+    let key = f.next().map(str::trim).unwrap_or("");
+    if key.is_empty() {
+        return Err(err("no key"));
+    }
+    let size = match f.next().map(str::trim) {
+        None | Some("") => 1,
+        Some(s) => s.parse::<u32>().map_err(|_| err("size is not a number"))?,
+    };
+    let ttl = match f.next().map(str::trim) {
+        None | Some("") => None,
+        Some(s) => Some(s.parse::<f64>().map_err(|_| err("ttl is not a number"))?),
+    };
+    Ok(Some(Request {
+        at,
+        id: text_id(key),
+        key: CompactString::from(key),
+        size: size.max(1),
+        ttl,
+        write: false,
+    }))
 }
 
 struct AccessJsonl {
