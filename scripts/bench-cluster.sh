@@ -37,6 +37,8 @@
 # key missing or wrong, the victim not killed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+LOG_TAG=bench-cluster
+source scripts/bench/lib.sh
 
 KEYS=${BENCH_KEYS:-30000}
 CHUNK=${BENCH_CHUNK:-10000}
@@ -57,25 +59,15 @@ QUIET_WAIT=${BENCH_QUIET_WAIT:-60}
 QUIET_LOAD=${BENCH_QUIET_LOAD:-1.5}
 PREFIX="benchcluster:"
 NS_PREFIX="bench-cluster-$$"
-BIN=target/release/warming
 REDIS=(redis-cli -h 127.0.0.1 -p 6379 -n "$REDIS_DB")
 ((NINST >= 2)) || { echo "BENCH_INSTANCES must be at least 2" >&2; exit 1; }
 
-# Nothing from the caller's environment may change the service under test.
-while read -r v; do unset "$v"; done < <(compgen -e | grep '^WARMING_' || true)
+clear_warming_env
 
-log() { printf '[bench-cluster %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
-port_open() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 rustcs() { pgrep -x rustc 2>/dev/null | wc -l; }
-wait_port() { # port seconds
-  local end=$((SECONDS + $2))
-  while ((SECONDS < end)); do port_open "$1" && return 0; sleep 0.1; done
-  return 1
-}
 # Bounded wait for a quieter machine: other engineers' builds skew the figures.
-wait_quiet() {
+# (Not lib.sh's wait_quiet: this one also waits while a rustc runs, 60 s by default.)
+wait_quiet_cluster() {
   local end=$((SECONDS + QUIET_WAIT))
   while (($(rustcs) > 0)) ||
       awk -v l="$(cut -d' ' -f1 /proc/loadavg)" -v w="$QUIET_LOAD" 'BEGIN {exit !(l > w)}'; do
@@ -88,70 +80,30 @@ wait_quiet() {
 }
 
 # ---------------------------------------------------------------- cleanup
-WORK="" NGINX_PID="" CHILD="" FLUSH=0
 declare -a PIDS=()
-run_bg() { # long command in the background so that a signal runs the trap at once
-  local rc=0
-  "$@" &
-  CHILD=$!
-  wait "$CHILD" || rc=$?
-  CHILD=""
-  return "$rc"
-}
-stop_pid() { # pid signal seconds
-  local pid=$1
-  [[ -n $pid ]] || return 0
-  if ! kill -0 "$pid" 2>/dev/null; then { wait "$pid"; } 2>/dev/null || true; return 0; fi
-  kill "-$2" "$pid" 2>/dev/null || true
-  for _ in $(seq 1 $(($3 * 10))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  { wait "$pid"; } 2>/dev/null || true
-}
 stop_instances() {
   local p
   for p in "${PIDS[@]}"; do [[ -n $p ]] && kill -TERM "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do stop_pid "$p" TERM 10; done
   PIDS=()
 }
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  set +e # a failing step must not cut the cleanup short
+stop_processes() { # the cleanup trap's hook
   stop_pid "$CHILD" TERM 5
   stop_instances
   stop_pid "$NGINX_PID" TERM 5
-  if ((FLUSH)); then "${REDIS[@]}" FLUSHDB >/dev/null 2>&1 || true; fi
-  [[ -n $WORK && -d $WORK ]] && rm -rf "$WORK"
-  exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+install_cleanup
 
 # ---------------------------------------------------------------- prerequisites
-APT_UPDATED=0
-need() { # command package
-  command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 ]] && return 0
-  log "installing $2"
-  if ((!APT_UPDATED)); then apt-get update -qq >/dev/null; APT_UPDATED=1; fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null
-  command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 ]] || die "could not install $2"
-}
 need nginx nginx
 need redis-cli redis-tools
 need curl curl
 need python3 python3
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-if ! port_open 6379; then
-  need redis-server redis-server
-  log "starting Redis on 127.0.0.1:6379"
-  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
-  wait_port 6379 10 || die "Redis did not come up on 127.0.0.1:6379"
-fi
+ensure_redis
 for i in $(seq 0 "$NINST"); do
   p=$((i == 0 ? ORIGIN_PORT : SVC_PORT + i - 1))
-  port_open "$p" && die "port 127.0.0.1:$p is in use; set BENCH_ORIGIN_PORT / BENCH_SVC_PORT"
+  require_free_port "$p" "BENCH_ORIGIN_PORT / BENCH_SVC_PORT"
 done
 # Only ever FLUSHDB a DB that holds nothing but this benchmark's own keys
 # (cache keys under $PREFIX, coordination keys of a bench-cluster namespace).
@@ -164,49 +116,17 @@ if ((DB_KEYS > 0)); then
   "${REDIS[@]}" FLUSHDB >/dev/null
 fi
 FLUSH=1
-REDIS_PID=$("${REDIS[@]}" INFO server | awk -F: '/^process_id:/ {gsub("\r",""); print $2}')
+REDIS_PID=$(redis_server_pid)
 
-if [[ $SKIP_BUILD != 1 ]]; then
-  log "cargo build --release"
-  cargo build --release --quiet
-fi
-[[ -x $BIN ]] || die "$BIN not found"
+build_release
 BUILD_TIME=$(date -u -r "$BIN" +%Y-%m-%dT%H:%M:%SZ)
 
-TMPBASE=/tmp
-[[ -d /dev/shm && -w /dev/shm ]] && TMPBASE=/dev/shm
-WORK=$(mktemp -d "$TMPBASE/warming-bench-cluster.XXXXXX")
-chmod 755 "$WORK" # nginx workers run as an unprivileged user
+make_work_dir warming-bench-cluster
 
 # ---------------------------------------------------------------- origin (as bench-warm.sh)
 NFILES=$((KEYS > REC_KEYS ? KEYS : REC_KEYS))
-log "writing $NFILES small files to $WORK/www/items"
-python3 - "$WORK/www/items" "$NFILES" <<'EOF'
-import os, random, sys
-d, n = sys.argv[1], int(sys.argv[2])
-os.makedirs(d)
-rnd = random.Random(42)
-for i in range(n):
-    head = '{"key":"k%d","value":"' % i
-    size = rnd.randint(100, 200)
-    pad = "x" * max(0, size - len(head) - 2)
-    with open(os.path.join(d, "k%d" % i), "w") as f:
-        f.write(head + pad + '"}')
-EOF
-chmod -R a+rX "$WORK/www"
-mkdir -p "$WORK/nginx"
-sed -e "s|@WORKERS@|$NGINX_WORKERS|g" -e "s|@PREFIX@|$WORK/nginx|g" \
-    -e "s|@DATA@|$WORK/www|g" -e "s|@PORT@|$ORIGIN_PORT|g" \
-    scripts/bench/nginx.conf.template >"$WORK/nginx/nginx.conf"
-"$NGINX" -q -t -p "$WORK/nginx" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf" ||
-  die "nginx config test failed"
-"$NGINX" -p "$WORK/nginx" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf" &
-NGINX_PID=$!
-wait_port "$ORIGIN_PORT" 10 || die "nginx did not come up on 127.0.0.1:$ORIGIN_PORT"
-got=$(curl -sS --max-time 5 "http://127.0.0.1:$ORIGIN_PORT/items/k0")
-[[ $got == "$(cat "$WORK/www/items/k0")" ]] || die "origin answered ${got:0:80} for k0"
-sleep 0.5
-NGINX_WORKER_PIDS=$(pgrep -P "$NGINX_PID" | paste -sd, -)
+write_origin_files "$NFILES"
+start_nginx
 ORIGIN_URL="http://127.0.0.1:$ORIGIN_PORT"
 log "nginx master $NGINX_PID, workers $NGINX_WORKER_PIDS; load $(loadavg); $(nproc) cores"
 
@@ -237,14 +157,8 @@ start_instances() {
     PIDS+=("$!")
   done
   for i in $(seq 1 "$n"); do
-    url=$(inst_url "$i") end=$((SECONDS + 30))
-    until curl -fsS --max-time 2 "$url/warm/status" >/dev/null 2>&1; do
-      if ! kill -0 "${PIDS[i - 1]}" 2>/dev/null || ((SECONDS >= end)); then
-        tail -20 "$WORK/service-$label-$i.log" >&2
-        die "instance $i did not come up on $url"
-      fi
-      sleep 0.1
-    done
+    url=$(inst_url "$i")
+    wait_service "$url" "${PIDS[i - 1]}" "$WORK/service-$label-$i.log" "instance $i" "$url"
   done
   if ((coord)); then # every instance must see the others before the clock starts
     end=$((SECONDS + 15))
@@ -277,7 +191,7 @@ run() {
   local label=$1 n=$2 coord=$3 keys=$4 rps=$5 kill=$6 ns="$NS_PREFIX-$1" i rc=0 urls="" pids
   shift 6
   "${REDIS[@]}" FLUSHDB >/dev/null
-  wait_quiet
+  wait_quiet_cluster
   local load0 up
   load0=$(loadavg); up=$(uptime | sed 's/^ *//')
   log "run $label: $n instance(s), coordination $( ((coord)) && echo "redis ($ns)" || echo off), $keys keys, max_origin_rps $rps $*"

@@ -30,6 +30,8 @@
 # target with BENCH_STRICT=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+LOG_TAG=bench-warm
+source scripts/bench/lib.sh
 
 KEYS=${BENCH_KEYS:-100000}
 CHUNK=${BENCH_CHUNK:-10000}
@@ -49,94 +51,30 @@ PERF=${BENCH_PERF:-0}
 STRICT=${BENCH_STRICT:-0}
 TARGET_PCT=90
 PREFIX="benchwarm:"
-BIN=target/release/warming
 REDIS=(redis-cli -h 127.0.0.1 -p 6379 -n "$REDIS_DB")
 
-# Nothing from the caller's environment may change the service under test.
-while read -r v; do unset "$v"; done < <(compgen -e | grep '^WARMING_' || true)
-
-log() { printf '[bench-warm %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
-port_open() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
-
-# Optionally wait (bounded) for a quiet machine: other builds skew the figures.
-wait_quiet() {
-  local max=${BENCH_QUIET_WAIT:-0} want=${BENCH_QUIET_LOAD:-1.0} end
-  ((max > 0)) || return 0
-  end=$((SECONDS + max))
-  while awk -v l="$(cut -d' ' -f1 /proc/loadavg)" -v w="$want" 'BEGIN {exit !(l > w)}'; do
-    if ((SECONDS >= end)); then log "load still $(loadavg) after ${max}s; going on"; return 0; fi
-    sleep 5
-  done
-  log "load $(loadavg) <= $want; starting"
-}
-wait_port() { # port seconds
-  local end=$((SECONDS + $2))
-  while ((SECONDS < end)); do port_open "$1" && return 0; sleep 0.1; done
-  return 1
-}
+clear_warming_env
 
 # ---------------------------------------------------------------- cleanup
-WORK="" NGINX_PID="" SVC_PID="" PERF_PID="" CHILD="" FLUSH=0
-# Runs a long command in the background and waits for it, so that a signal
-# to this script runs the cleanup trap at once instead of after the command.
-run_bg() {
-  local rc=0
-  "$@" &
-  CHILD=$!
-  wait "$CHILD" || rc=$?
-  CHILD=""
-  return "$rc"
-}
-stop_pid() { # pid signal seconds
-  local pid=$1
-  [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
-  kill "-$2" "$pid" 2>/dev/null || true
-  for _ in $(seq 1 $(($3 * 10))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  set +e # a failing step must not cut the cleanup short
+NGINX_PID="" SVC_PID="" PERF_PID=""
+stop_processes() { # the cleanup trap's hook
   stop_pid "$CHILD" TERM 5
   stop_pid "$PERF_PID" INT 5
   stop_pid "$SVC_PID" TERM 10
   stop_pid "$NGINX_PID" TERM 5
-  if ((FLUSH)); then "${REDIS[@]}" FLUSHDB >/dev/null 2>&1 || true; fi
-  [[ -n $WORK && -d $WORK ]] && rm -rf "$WORK"
-  exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+install_cleanup
 
 # ---------------------------------------------------------------- prerequisites
-APT_UPDATED=0
-need() { # command package
-  command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 ]] && return 0
-  log "installing $2"
-  if ((!APT_UPDATED)); then apt-get update -qq >/dev/null; APT_UPDATED=1; fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null
-  command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 ]] || die "could not install $2"
-}
 need nginx nginx
 need wrk wrk
 need redis-cli redis-tools
 need curl curl
 need python3 python3
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-if ! port_open 6379; then
-  need redis-server redis-server
-  log "starting Redis on 127.0.0.1:6379"
-  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
-  wait_port 6379 10 || die "Redis did not come up on 127.0.0.1:6379"
-fi
+ensure_redis
 for p in "$ORIGIN_PORT" "$SVC_PORT"; do
-  port_open "$p" && die "port 127.0.0.1:$p is in use; set BENCH_ORIGIN_PORT / BENCH_SVC_PORT"
+  require_free_port "$p" "BENCH_ORIGIN_PORT / BENCH_SVC_PORT"
 done
 # Only ever FLUSHDB a DB that holds nothing but this benchmark's own keys.
 DB_KEYS=$("${REDIS[@]}" DBSIZE)
@@ -148,52 +86,17 @@ if ((DB_KEYS > 0)); then
   "${REDIS[@]}" FLUSHDB >/dev/null
 fi
 
-if [[ $SKIP_BUILD != 1 ]]; then
-  log "cargo build --release"
-  cargo build --release --quiet
-fi
-[[ -x $BIN ]] || die "$BIN not found"
-
-# tmpfs when there is one: creating 100,000 files on the root filesystem here
-# costs ~40 s of kernel time; nginx reads them from the page cache either way.
-TMPBASE=/tmp
-[[ -d /dev/shm && -w /dev/shm ]] && TMPBASE=/dev/shm
-WORK=$(mktemp -d "$TMPBASE/warming-bench.XXXXXX")
-chmod 755 "$WORK" # nginx workers run as an unprivileged user
+build_release
+make_work_dir warming-bench
 wait_quiet
 LOAD_START=$(loadavg)
 log "load average at start: $LOAD_START (cores: $(nproc))"
 
 # ---------------------------------------------------------------- origin data
-log "writing $KEYS small files to $WORK/www/items"
-python3 - "$WORK/www/items" "$KEYS" <<'EOF'
-import os, random, sys
-d, n = sys.argv[1], int(sys.argv[2])
-os.makedirs(d)
-rnd = random.Random(42)
-for i in range(n):
-    head = '{"key":"k%d","value":"' % i
-    size = rnd.randint(100, 200)
-    pad = "x" * max(0, size - len(head) - 2)
-    with open(os.path.join(d, "k%d" % i), "w") as f:
-        f.write(head + pad + '"}')
-EOF
-chmod -R a+rX "$WORK/www"
+write_origin_files "$KEYS"
 
 # ---------------------------------------------------------------- nginx
-mkdir -p "$WORK/nginx"
-sed -e "s|@WORKERS@|$NGINX_WORKERS|g" -e "s|@PREFIX@|$WORK/nginx|g" \
-    -e "s|@DATA@|$WORK/www|g" -e "s|@PORT@|$ORIGIN_PORT|g" \
-    scripts/bench/nginx.conf.template >"$WORK/nginx/nginx.conf"
-"$NGINX" -q -t -p "$WORK/nginx" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf" ||
-  die "nginx config test failed"
-"$NGINX" -p "$WORK/nginx" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf" &
-NGINX_PID=$!
-wait_port "$ORIGIN_PORT" 10 || die "nginx did not come up on 127.0.0.1:$ORIGIN_PORT"
-got=$(curl -sS --max-time 5 "http://127.0.0.1:$ORIGIN_PORT/items/k0")
-[[ $got == "$(cat "$WORK/www/items/k0")" ]] || die "origin answered ${got:0:80} for k0"
-sleep 0.5
-NGINX_WORKER_PIDS=$(pgrep -P "$NGINX_PID" | paste -sd, -)
+start_nginx
 log "nginx master $NGINX_PID, workers $NGINX_WORKER_PIDS"
 
 # ---------------------------------------------------------------- origin capacity
@@ -223,7 +126,7 @@ measure_origin before
 ORIGIN_RPS=$ORIGIN_RPS_LAST
 
 # ---------------------------------------------------------------- service runs
-REDIS_PID=$("${REDIS[@]}" INFO server | awk -F: '/^process_id:/ {gsub("\r",""); print $2}')
+REDIS_PID=$(redis_server_pid)
 RESULTS=()
 BEST_RATE=0 BEST_DESC=""
 FAILED=0
@@ -267,14 +170,8 @@ run_service() { # cache concurrency
       WARMING_LOG=warn \
       "$BIN" serve >"$WORK/service-$cache-$conc.log" 2>&1 &
   SVC_PID=$!
-  local end=$((SECONDS + 30))
-  until curl -fsS --max-time 2 "http://127.0.0.1:$SVC_PORT/warm/status" >/dev/null 2>&1; do
-    if ! kill -0 "$SVC_PID" 2>/dev/null || ((SECONDS >= end)); then
-      tail -20 "$WORK/service-$cache-$conc.log" >&2
-      die "service did not come up on 127.0.0.1:$SVC_PORT"
-    fi
-    sleep 0.1
-  done
+  wait_service "http://127.0.0.1:$SVC_PORT" "$SVC_PID" "$WORK/service-$cache-$conc.log" \
+    service "127.0.0.1:$SVC_PORT"
   if [[ $PERF == 1 ]] && command -v perf >/dev/null 2>&1; then
     perf record -F 999 -p "$SVC_PID" -o "$WORK/perf-$cache-$conc.data" >/dev/null 2>&1 &
     PERF_PID=$!
