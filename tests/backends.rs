@@ -29,15 +29,6 @@ fn unique(tag: &str) -> String {
     format!("{tag}{}{n}", std::process::id())
 }
 
-async fn redis_conn() -> redis::aio::MultiplexedConnection {
-    let client = redis::Client::open(REDIS).unwrap();
-    tokio::time::timeout(Duration::from_secs(3), client.get_multiplexed_async_connection())
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .expect("Redis is not reachable at 127.0.0.1:6379; start it with: redis-server --daemonize yes --port 6379 --save '' --appendonly no")
-}
-
 #[tokio::test]
 async fn warmed_values_land_in_redis_with_a_ttl() {
     let origin = TestOrigin::start().await;
@@ -53,7 +44,7 @@ async fn warmed_values_land_in_redis_with_a_ttl() {
     let (_, body) = srv.post("/warm/key", json!({"keys": keys})).await;
     let job = srv.wait_job(body["job_id"].as_str().unwrap(), WAIT).await;
     assert_eq!(job["succeeded"], 40, "{job}");
-    let mut conn = redis_conn().await;
+    let mut conn = support::redis::connect(REDIS).await;
     for i in [0, 17, 39] {
         let k = format!("{prefix}item:{i}");
         let v: Option<String> = conn.get(&k).await.unwrap();
@@ -95,7 +86,7 @@ async fn warmed_values_land_in_redis_with_a_ttl() {
 async fn pattern_warming_finds_cached_keys_with_scan() {
     let origin = TestOrigin::start().await;
     let prefix = format!("{}:", unique("wscan"));
-    let mut conn = redis_conn().await;
+    let mut conn = support::redis::connect(REDIS).await;
     // Keys that exist only in Redis (say, written by the application).
     let mut pipe = redis::pipe();
     for i in 0..300 {

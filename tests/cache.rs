@@ -43,44 +43,11 @@ async fn redis_cache(prefix: &str) -> RedisCache {
         .unwrap_or_else(|e| panic!("Redis tests need a Redis at 127.0.0.1:6379: {e}"))
 }
 
-/// A plain connection for checks the `Cache` trait does not offer.
-async fn raw_redis() -> redis::aio::MultiplexedConnection {
-    redis::Client::open(REDIS_URL)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap_or_else(|e| {
-            panic!("cannot reach Redis at 127.0.0.1:6379 ({e}); start it with `redis-server --daemonize yes --port 6379`")
-        })
-}
-
 /// Deletes every key under `prefix` (SCAN + DEL; the prefix is escaped).
 async fn cleanup(prefix: &str) {
-    let mut conn = raw_redis().await;
     let pattern = format!("{}*", warming::cache::redis::escape_glob(prefix));
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        if !keys.is_empty() {
-            let _: () = redis::cmd("DEL")
-                .arg(&keys)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-        }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
+    let mut conn = support::redis::connect(REDIS_URL).await;
+    support::redis::delete_matching(&mut conn, &pattern).await;
 }
 
 fn entry(key: &str, value: &str, ttl: Duration) -> CacheEntry {
@@ -179,7 +146,7 @@ async fn redis_set_many_lands_values_with_their_ttl() {
     );
 
     // Stored under the prefix, with PX (millisecond) precision.
-    let mut conn = raw_redis().await;
+    let mut conn = support::redis::connect(REDIS_URL).await;
     let pttl: i64 = redis::cmd("PTTL")
         .arg(format!("{prefix}k0"))
         .query_async(&mut conn)
@@ -210,7 +177,7 @@ async fn redis_get_and_ttl_of_absent_and_persistent_keys() {
     assert_eq!(cache.get("missing").await.unwrap(), None);
     assert_eq!(cache.ttl("missing").await.unwrap(), None);
 
-    let mut conn = raw_redis().await;
+    let mut conn = support::redis::connect(REDIS_URL).await;
     let _: () = redis::cmd("SET")
         .arg(format!("{prefix}forever"))
         .arg("x")

@@ -3,6 +3,8 @@
 //! deletes its keys at the end. Several handles built from separate
 //! connections stand in for several instances.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,31 +41,8 @@ async fn instance(ns: &str) -> Coordinator {
 
 /// Deletes every key of the namespace, the co-located lease keys included.
 async fn cleanup(coord: &Coordinator) {
-    let mut conn = coord.conn();
     let pattern = format!("*warming:{{{}}}:*", coord.namespace().name());
-    let mut cursor = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        if !keys.is_empty() {
-            let _: () = redis::cmd("DEL")
-                .arg(&keys)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-        }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
+    support::redis::delete_matching(&mut coord.conn(), &pattern).await;
 }
 
 fn task(key: &str, priority: u8) -> Task {

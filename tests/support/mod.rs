@@ -6,5 +6,6 @@
 #![allow(dead_code)]
 
 pub mod origin;
+pub mod redis;
 pub mod redis_cluster;
 pub mod server;
