@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 
 use super::{Cache, CacheEntry, CacheError};
 use crate::glob::KeyPattern;
@@ -73,10 +73,7 @@ impl RedisCache {
     }
 
     fn full_key(&self, key: &str) -> String {
-        let mut k = String::with_capacity(self.prefix.len() + key.len());
-        k.push_str(&self.prefix);
-        k.push_str(key);
-        k
+        full_key(&self.prefix, key)
     }
 }
 
@@ -101,6 +98,42 @@ pub(super) fn map_err(e: redis::RedisError) -> CacheError {
     }
 }
 
+/// `prefix + key`, the name a cache key is stored under.
+pub(super) fn full_key(prefix: &str, key: &str) -> String {
+    let mut k = String::with_capacity(prefix.len() + key.len());
+    k.push_str(prefix);
+    k.push_str(key);
+    k
+}
+
+/// `GET key` (a full key) over `conn`.
+pub(super) async fn get_value(
+    conn: &mut impl ConnectionLike,
+    key: String,
+) -> Result<Option<Bytes>, CacheError> {
+    let value: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(key)
+        .query_async(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(value.map(Bytes::from))
+}
+
+/// `PTTL key` (a full key) over `conn`: `None` when the key does not exist or
+/// never expires.
+pub(super) async fn pttl(
+    conn: &mut impl ConnectionLike,
+    key: String,
+) -> Result<Option<Duration>, CacheError> {
+    let ms: i64 = redis::cmd("PTTL")
+        .arg(key)
+        .query_async(conn)
+        .await
+        .map_err(map_err)?;
+    // -2: no such key; -1: no expiry.
+    Ok(u64::try_from(ms).ok().map(Duration::from_millis))
+}
+
 /// `PX` wants whole, positive milliseconds: round sub-millisecond TTLs up.
 pub(super) fn ttl_millis(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
@@ -109,12 +142,7 @@ pub(super) fn ttl_millis(ttl: Duration) -> u64 {
 #[async_trait]
 impl Cache for RedisCache {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
-        let value: Option<Vec<u8>> = redis::cmd("GET")
-            .arg(self.full_key(key))
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(map_err)?;
-        Ok(value.map(Bytes::from))
+        get_value(&mut self.conn.clone(), self.full_key(key)).await
     }
 
     async fn set_many(&self, entries: &[CacheEntry]) -> Result<(), CacheError> {
@@ -136,13 +164,7 @@ impl Cache for RedisCache {
     }
 
     async fn ttl(&self, key: &str) -> Result<Option<Duration>, CacheError> {
-        let ms: i64 = redis::cmd("PTTL")
-            .arg(self.full_key(key))
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(map_err)?;
-        // -2: no such key; -1: no expiry.
-        Ok(u64::try_from(ms).ok().map(Duration::from_millis))
+        pttl(&mut self.conn.clone(), self.full_key(key)).await
     }
 
     /// `SCAN` until the cursor returns to 0 or `limit` keys were found;

@@ -55,7 +55,7 @@ use redis::cluster_routing::{
     SlotAddr,
 };
 
-use super::redis::{escape_glob, map_err, ttl_millis};
+use super::redis::{escape_glob, full_key, get_value, map_err, pttl, ttl_millis};
 use super::{Cache, CacheEntry, CacheError};
 use crate::glob::KeyPattern;
 
@@ -119,10 +119,7 @@ impl RedisClusterCache {
     }
 
     fn full_key(&self, key: &str) -> String {
-        let mut k = String::with_capacity(self.prefix.len() + key.len());
-        k.push_str(&self.prefix);
-        k.push_str(key);
-        k
+        full_key(&self.prefix, key)
     }
 
     /// One route per primary: the first slot of a range it serves, deduplicated
@@ -306,12 +303,7 @@ fn slot_tag(slot: Slot) -> String {
 #[async_trait]
 impl Cache for RedisClusterCache {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
-        let value: Option<Vec<u8>> = redis::cmd("GET")
-            .arg(self.full_key(key))
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(map_err)?;
-        Ok(value.map(Bytes::from))
+        get_value(&mut self.conn.clone(), self.full_key(key)).await
     }
 
     async fn set_many(&self, entries: &[CacheEntry]) -> Result<(), CacheError> {
@@ -337,13 +329,7 @@ impl Cache for RedisClusterCache {
     }
 
     async fn ttl(&self, key: &str) -> Result<Option<Duration>, CacheError> {
-        let ms: i64 = redis::cmd("PTTL")
-            .arg(self.full_key(key))
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(map_err)?;
-        // -2: no such key; -1: no expiry.
-        Ok(u64::try_from(ms).ok().map(Duration::from_millis))
+        pttl(&mut self.conn.clone(), self.full_key(key)).await
     }
 
     /// Every primary is scanned concurrently, each until its cursor returns to
