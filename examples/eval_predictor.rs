@@ -92,7 +92,9 @@ fn main() {
         })
         .collect();
     let names = ["heuristic", "frequency", "learned"];
-    let learned = std::sync::Arc::new(predict::LearnedPredictor::from_env());
+    let learned = std::sync::Arc::new(predict::LearnedPredictor::from_settings(
+        &predict::PredictorSettings::default(),
+    ));
     let preds: Vec<std::sync::Arc<dyn predict::Predictor>> = names
         .iter()
         .map(|&n| match n {

@@ -472,6 +472,16 @@ pub struct ServiceConfig {
     /// A claimed key not acknowledged for this long is taken over by another
     /// instance (its owner is presumed dead). Default 30 s.
     pub visibility_timeout: Duration,
+    /// ONNX model for the learned predictor (needs the `onnx` feature).
+    pub predictor_model: Option<PathBuf>,
+    /// Keys with learned-predictor feature state. Default 262,144.
+    pub learned_max_keys: usize,
+    /// The learned predictor's idle gate; default `default_ttl`; 0 = off.
+    pub learned_idle_gate: Option<Duration>,
+    /// Width of the band around each expiry the learned predictor targets. Default 120 s.
+    pub learned_band: Duration,
+    /// Keys the learned model scores under this are never predicted. Default 0.
+    pub learned_min_probability: f64,
 }
 
 /// How instances coordinate.
@@ -523,6 +533,11 @@ impl Default for ServiceConfig {
             cluster_namespace: "default".into(),
             instance_id: None,
             visibility_timeout: Duration::from_secs(30),
+            predictor_model: None,
+            learned_max_keys: 1 << 18,
+            learned_idle_gate: None,
+            learned_band: Duration::from_secs(120),
+            learned_min_probability: 0.0,
         }
     }
 }
@@ -633,6 +648,36 @@ impl ServiceConfig {
                 message: "use 1 or more of A-Z a-z 0-9 - _ .".into(),
             });
         }
+        check_range(
+            &mut e,
+            "learned_max_keys",
+            self.learned_max_keys,
+            1_000,
+            100_000_000,
+            "",
+        );
+        if !(0.0..=1.0).contains(&self.learned_min_probability) {
+            e.push(FieldError {
+                field: "learned_min_probability".into(),
+                message: format!(
+                    "{} is out of range; allowed 0.0..=1.0",
+                    self.learned_min_probability
+                ),
+            });
+        }
+        if let Some(path) = &self.predictor_model {
+            if !path.is_file() {
+                e.push(FieldError {
+                    field: "predictor_model".into(),
+                    message: format!("{} is not a readable file", path.display()),
+                });
+            } else if !cfg!(feature = "onnx") {
+                e.push(FieldError {
+                    field: "predictor_model".into(),
+                    message: "this build has no ONNX support; build with `--features onnx`".into(),
+                });
+            }
+        }
         check_duration(
             &mut e,
             "visibility_timeout",
@@ -658,6 +703,18 @@ impl ServiceConfig {
             (self.cache_url.starts_with("redis://") || self.cache_url.starts_with("rediss://"))
                 .then(|| self.cache_url.clone())
         })
+    }
+
+    /// What predictors are built with, given the current `default_ttl`.
+    pub fn predictor_settings(&self, default_ttl: Duration) -> crate::predict::PredictorSettings {
+        crate::predict::PredictorSettings {
+            default_ttl,
+            model_path: self.predictor_model.clone(),
+            learned_max_keys: self.learned_max_keys,
+            learned_idle_gate: self.learned_idle_gate,
+            learned_band: Some(self.learned_band),
+            learned_min_probability: self.learned_min_probability as f32,
+        }
     }
 
     /// `instance_id`, or `<hostname>-<pid>`.
@@ -867,6 +924,15 @@ impl Settings {
         l.string("cluster_namespace", &mut s.cluster_namespace);
         l.opt_string("instance_id", &mut s.instance_id);
         l.duration("visibility_timeout", SECOND, &mut s.visibility_timeout);
+        let mut model: Option<String> = None;
+        l.opt_string("predictor_model", &mut model);
+        s.predictor_model = model.map(PathBuf::from);
+        l.parse("learned_max_keys", &mut s.learned_max_keys);
+        let mut gate = Duration::MAX;
+        l.duration("learned_idle_gate", SECOND, &mut gate);
+        s.learned_idle_gate = (gate != Duration::MAX).then_some(gate);
+        l.duration("learned_band", SECOND, &mut s.learned_band);
+        l.parse("learned_min_probability", &mut s.learned_min_probability);
 
         if let Some(table) = table.as_ref() {
             for key in table.keys() {
@@ -941,6 +1007,11 @@ pub const KNOWN_FIELDS: &[&str] = &[
     "cluster_namespace",
     "instance_id",
     "visibility_timeout",
+    "predictor_model",
+    "learned_max_keys",
+    "learned_idle_gate",
+    "learned_band",
+    "learned_min_probability",
 ];
 
 #[cfg(test)]
@@ -1004,6 +1075,34 @@ mod tests {
         assert!(fields.contains(&"concurrent_warmers"), "{fields:?}");
         assert!(fields.contains(&"default_strategy"), "{fields:?}");
         assert!(fields.contains(&"max_batch_size"), "{fields:?}");
+    }
+
+    #[test]
+    fn learned_predictor_settings_are_typed_and_validated() {
+        let s = Settings::load(
+            None,
+            &env(&[
+                ("WARMING_LEARNED_IDLE_GATE", "0"),
+                ("WARMING_LEARNED_MAX_KEYS", "5000"),
+                ("WARMING_DEFAULT_TTL", "600"),
+            ]),
+        )
+        .unwrap();
+        let p = s.service.predictor_settings(s.tunables.default_ttl);
+        assert_eq!(p.learned_idle_gate, Some(Duration::ZERO));
+        assert_eq!(p.learned_max_keys, 5000);
+        assert_eq!(p.default_ttl, Duration::from_secs(600));
+        let err = Settings::load(
+            None,
+            &env(&[
+                ("WARMING_LEARNED_MIN_PROBABILITY", "2"),
+                ("WARMING_PREDICTOR_MODEL", "/nonexistent/model.onnx"),
+            ]),
+        )
+        .unwrap_err();
+        let fields: Vec<_> = err.0.iter().map(|e| e.field.as_str()).collect();
+        assert!(fields.contains(&"learned_min_probability"), "{fields:?}");
+        assert!(fields.contains(&"predictor_model"), "{fields:?}");
     }
 
     #[test]

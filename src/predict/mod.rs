@@ -70,15 +70,51 @@ pub fn top_by_score(
         .collect()
 }
 
-/// The predictor configured by name (see [`crate::config::PREDICTORS`]);
-/// `None` for an unknown name.
-pub fn by_name(name: &str) -> Option<Arc<dyn Predictor>> {
+/// What predictors are built with, from the typed configuration
+/// ([`crate::config::ServiceConfig::predictor_settings`]) or replay's flags.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PredictorSettings {
+    /// TTL of warmed values; the learned predictor's idle gate by default.
+    pub default_ttl: Duration,
+    /// ONNX model scoring the learned predictor's features (`onnx` feature).
+    pub model_path: Option<std::path::PathBuf>,
+    /// Keys with learned feature state.
+    pub learned_max_keys: usize,
+    /// The learned predictor's idle gate; `None` = `default_ttl`, zero = off.
+    pub learned_idle_gate: Option<Duration>,
+    /// Width of the band around each expiry; `None` = the predict window.
+    pub learned_band: Option<Duration>,
+    /// Keys the learned model scores under this are never predicted.
+    pub learned_min_probability: f32,
+}
+
+impl Default for PredictorSettings {
+    fn default() -> Self {
+        PredictorSettings {
+            default_ttl: Duration::from_secs(3600),
+            model_path: None,
+            learned_max_keys: 1 << 18,
+            learned_idle_gate: None,
+            learned_band: Some(Duration::from_secs(120)),
+            learned_min_probability: 0.0,
+        }
+    }
+}
+
+/// The predictor named `name`, built with `settings`; `None` for an unknown name.
+pub fn build(name: &str, settings: &PredictorSettings) -> Option<Arc<dyn Predictor>> {
     match name.trim().to_ascii_lowercase().as_str() {
         heuristic::NAME => Some(Arc::new(HeuristicPredictor)),
         frequency::NAME => Some(Arc::new(FrequencyPredictor)),
-        learned::NAME => Some(Arc::new(LearnedPredictor::from_env())),
+        learned::NAME => Some(Arc::new(LearnedPredictor::from_settings(settings))),
         _ => None,
     }
+}
+
+/// The predictor configured by name (see [`crate::config::PREDICTORS`]);
+/// `None` for an unknown name.
+pub fn by_name(name: &str) -> Option<Arc<dyn Predictor>> {
+    build(name, &PredictorSettings::default())
 }
 
 #[cfg(test)]

@@ -217,8 +217,11 @@ impl Engine {
             service.state_dir.join(SCHEDULES_FILE),
             service.max_key_len,
         )?);
-        let predictor = predict::by_name(&tunables.predictor)
-            .ok_or_else(|| anyhow::anyhow!("unknown predictor {:?}", tunables.predictor))?;
+        let predictor = predict::build(
+            &tunables.predictor,
+            &service.predictor_settings(tunables.default_ttl),
+        )
+        .ok_or_else(|| anyhow::anyhow!("unknown predictor {:?}", tunables.predictor))?;
         let cluster = match service.coordination {
             crate::config::Coordination::Redis => {
                 Some(Arc::new(ClusterLink::connect(&service, &tunables).await?))
@@ -832,13 +835,16 @@ impl Engine {
 
     /// Installs `next` (validated) in place of `current`.
     fn swap_tunables(&self, current: &Tunables, next: Tunables) -> Result<(), Vec<FieldError>> {
-        let predictor = predict::by_name(&next.predictor).ok_or_else(|| {
-            vec![FieldError {
-                field: "predictor".into(),
-                message: format!("unknown predictor {:?}", next.predictor),
-            }]
-        })?;
+        // A predictor is built (and its state started afresh) only when the
+        // choice changes.
         if next.predictor != current.predictor {
+            let settings = self.service.predictor_settings(next.default_ttl);
+            let predictor = predict::build(&next.predictor, &settings).ok_or_else(|| {
+                vec![FieldError {
+                    field: "predictor".into(),
+                    message: format!("unknown predictor {:?}", next.predictor),
+                }]
+            })?;
             self.predictor.store(Arc::new(predictor));
         }
         if next.max_origin_rps != current.max_origin_rps {

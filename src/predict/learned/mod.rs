@@ -81,19 +81,6 @@ use crate::access::topk::TopK;
 /// Name used in configuration.
 pub const NAME: &str = "learned";
 
-/// Environment variable naming an ONNX model file.
-pub const MODEL_ENV: &str = "WARMING_PREDICTOR_MODEL";
-/// Environment variable overriding [`LearnedConfig::max_keys`].
-pub const MAX_KEYS_ENV: &str = "WARMING_LEARNED_MAX_KEYS";
-/// Environment variable setting the idle gate in seconds (0 = off).
-pub const GATE_ENV: &str = "WARMING_LEARNED_IDLE_GATE";
-/// Environment variable overriding [`LearnedConfig::min_probability`].
-pub const MIN_PROBABILITY_ENV: &str = "WARMING_LEARNED_MIN_PROBABILITY";
-/// Environment variable overriding [`LearnedConfig::band`].
-pub const BAND_ENV: &str = "WARMING_LEARNED_BAND";
-/// The service's TTL variable (seconds), the gate when [`GATE_ENV`] is unset.
-pub const TTL_ENV: &str = "WARMING_DEFAULT_TTL";
-
 const SHARDS: usize = 16;
 /// The window assumed before the first `predict` call (the service's default).
 const DEFAULT_WINDOW_SECS: u32 = 3600;
@@ -145,9 +132,9 @@ pub struct LearnedConfig {
 /// warming it is wasted; the misses warming can save are reads of keys idle
 /// for longer than their TTL (on the shared traces, nearly all expired
 /// misses are re-reads after a gap longer than the TTL). The predictor does
-/// not know the TTL: [`LearnedPredictor::from_env`] reads it from
-/// `WARMING_LEARNED_IDLE_GATE` (seconds, 0 = off), else from the service's
-/// `WARMING_DEFAULT_TTL`, else 3600 s (the service's default TTL).
+/// not know the TTL: [`LearnedPredictor::from_settings`] takes it from
+/// `WARMING_LEARNED_IDLE_GATE` (seconds, 0 = off), else the service's
+/// `default_ttl`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gate {
     /// Every key is a candidate.
@@ -373,60 +360,41 @@ impl LearnedPredictor {
         }
     }
 
-    /// The predictor as the service creates it: [`LearnedConfig::default`],
-    /// `WARMING_LEARNED_MAX_KEYS` and `WARMING_PREDICTOR_MODEL` from the
-    /// environment.
-    pub fn from_env() -> Self {
-        let mut cfg = LearnedConfig::default();
-        if let Ok(v) = std::env::var(MAX_KEYS_ENV) {
-            match v.trim().parse() {
-                Ok(n) => cfg.max_keys = n,
-                Err(_) => tracing::error!(
-                    "{MAX_KEYS_ENV}={v:?} is not a number; using {}",
-                    cfg.max_keys
-                ),
-            }
-        }
-        if let Ok(v) = std::env::var(MIN_PROBABILITY_ENV) {
-            match v.trim().parse::<f32>() {
-                Ok(x) if (0.0..=1.0).contains(&x) => cfg.min_probability = x,
-                _ => tracing::error!("{MIN_PROBABILITY_ENV}={v:?} is not in 0..=1; ignored"),
-            }
-        }
-        if let Ok(v) = std::env::var(BAND_ENV) {
-            match v.trim().parse::<u32>() {
-                Ok(x) => cfg.band = Some(x),
-                _ => tracing::error!("{BAND_ENV}={v:?} is not a number of seconds; ignored"),
-            }
-        }
-        for var in [GATE_ENV, TTL_ENV] {
-            if let Ok(v) = std::env::var(var) {
-                match v.trim().parse::<u32>() {
-                    Ok(0) => cfg.gate = Gate::Off,
-                    Ok(n) => cfg.gate = Gate::Secs(n),
-                    Err(_) => tracing::error!("{var}={v:?} is not a number of seconds; ignored"),
-                }
-                break;
-            }
-        }
+    /// The predictor as the service (or replay) creates it from the typed
+    /// configuration: [`LearnedConfig::default`] adjusted by `settings`.
+    pub fn from_settings(settings: &crate::predict::PredictorSettings) -> Self {
+        let mut cfg = LearnedConfig {
+            max_keys: settings.learned_max_keys,
+            min_probability: settings.learned_min_probability,
+            band: settings
+                .learned_band
+                .map(|b| b.as_secs().min(u64::from(u32::MAX)) as u32),
+            ..LearnedConfig::default()
+        };
+        let gate = settings.learned_idle_gate.unwrap_or(settings.default_ttl);
+        cfg.gate = if gate.is_zero() {
+            Gate::Off
+        } else {
+            Gate::Secs(gate.as_secs().clamp(1, u64::from(u32::MAX)) as u32)
+        };
         #[allow(unused_mut)]
         let mut p = LearnedPredictor::new(cfg);
-        if let Some(path) = std::env::var_os(MODEL_ENV).filter(|v| !v.is_empty()) {
+        if let Some(path) = &settings.model_path {
             #[cfg(feature = "onnx")]
-            match onnx::OnnxModel::load(std::path::Path::new(&path)) {
+            match onnx::OnnxModel::load(path) {
                 Ok(m) => {
-                    tracing::info!(path = %path.to_string_lossy(), "learned predictor: ONNX model loaded");
+                    tracing::info!(path = %path.display(), "learned predictor: ONNX model loaded");
                     p.scorer = Scorer::Onnx(m);
                 }
                 Err(e) => tracing::error!(
-                    path = %path.to_string_lossy(),
+                    path = %path.display(),
                     "learned predictor: cannot load the ONNX model ({e:#}); using the online model"
                 ),
             }
             #[cfg(not(feature = "onnx"))]
             tracing::error!(
-                path = %path.to_string_lossy(),
-                "{MODEL_ENV} is set but this build has no `onnx` feature; using the online model"
+                path = %path.display(),
+                "WARMING_PREDICTOR_MODEL is set but this build has no `onnx` feature; using the online model"
             );
         }
         p

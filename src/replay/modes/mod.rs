@@ -145,7 +145,11 @@ pub fn build(name: &str, cfg: &ModeConfig) -> Result<Option<Box<dyn Mode>>, Stri
                     NAMES.join(", ")
                 )
             })?;
-            match crate::predict::by_name(predictor) {
+            let settings = crate::predict::PredictorSettings {
+                default_ttl: std::time::Duration::from_secs_f64(cfg.sim.ttl.max(1.0)),
+                ..Default::default()
+            };
+            match crate::predict::build(predictor, &settings) {
                 Some(p) => Box::new(predictive::Predictive::new(p, cfg)),
                 None => return Ok(None),
             }
