@@ -4,7 +4,9 @@
 //! Finished jobs are kept up to `jobs_retained`, oldest dropped first; a job
 //! with keys still pending is never dropped.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use hashbrown::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};

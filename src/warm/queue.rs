@@ -6,7 +6,9 @@
 //! never awaits while holding the lock. Waiting workers park on a `Notify`.
 
 use std::cmp::Ordering as CmpOrdering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
+
+use hashbrown::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -145,7 +145,6 @@ async fn run(engine: Arc<Engine>, id: usize) {
             _ = emergency.changed() => continue,
         };
         let Some(task) = task else { break };
-        engine.telemetry.queue_length(engine.queue.len());
         engine.board.set(
             id,
             Slot {
