@@ -206,6 +206,20 @@ impl TestOrigin {
         self.state.log.lock().times.clone()
     }
 
+    /// The most requests that arrived within any one-second window.
+    pub fn busiest_second(&self) -> usize {
+        let times = self.request_times();
+        (0..times.len())
+            .map(|i| {
+                times[i..]
+                    .iter()
+                    .take_while(|u| u.duration_since(times[i]) < Duration::from_secs(1))
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Highest number of item requests in flight at the same moment.
     pub fn max_concurrency(&self) -> usize {
         self.state.max_in_flight.load(Ordering::SeqCst)

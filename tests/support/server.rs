@@ -59,19 +59,20 @@ impl TestServer {
         &self.server.as_ref().unwrap().engine
     }
 
-    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await
-            .unwrap();
+    /// Sends `req` and returns the status and the body as JSON (or as a
+    /// JSON string when it is not JSON).
+    async fn send(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let r = req.send().await.unwrap();
         let status = r.status();
         let text = r.text().await.unwrap();
         (
             status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        Self::send(self.http.get(format!("{}{path}", self.url))).await
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
@@ -79,35 +80,16 @@ impl TestServer {
     }
 
     pub async fn post_raw(&self, path: &str, body: String) -> (StatusCode, Value) {
-        let r = self
+        let req = self
             .http
             .post(format!("{}{path}", self.url))
             .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        let text = r.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+            .body(body);
+        Self::send(req).await
     }
 
     pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
-        let r = self
-            .http
-            .delete(format!("{}{path}", self.url))
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        let text = r.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        Self::send(self.http.delete(format!("{}{path}", self.url))).await
     }
 
     /// Polls `GET /warm/jobs/{id}` until the job is done (panics after `within`).
