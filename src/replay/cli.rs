@@ -49,9 +49,11 @@ pub struct ReplayArgs {
     /// Writes of block traces: `access` (count as reads, as libCacheSim) or `skip`.
     #[arg(long, default_value = "access")]
     pub writes: String,
-    /// Keys kept warm by the predictor modes' continuous refresh.
-    #[arg(long, default_value_t = 100)]
-    pub warm_limit: usize,
+    /// Most keys one continuous-refresh round of the predictor modes may
+    /// queue (default: what the origin budget fetches in one round,
+    /// `origin-rps x refresh-every`; unlimited when the budget is).
+    #[arg(long)]
+    pub warm_limit: Option<usize>,
     /// Seconds between continuous refresh rounds (0 = schedules only).
     #[arg(long, default_value_t = 60.0)]
     pub refresh_every: f64,
@@ -76,9 +78,16 @@ pub struct ReplayArgs {
     /// xfetch: beta.
     #[arg(long, default_value_t = 1.0)]
     pub xfetch_beta: f64,
-    /// oracle: seconds ahead of a read its warm may start (default min(TTL/2, 60 s)).
+    /// oracle: seconds ahead of a read its warm may start (default TTL/2).
     #[arg(long)]
     pub oracle_lead: Option<f64>,
+    /// learned: width of the band around each expiry, seconds (the
+    /// service's `WARMING_LEARNED_BAND`).
+    #[arg(long, default_value_t = 120)]
+    pub learned_band: u64,
+    /// learned: lowest probability predicted (`WARMING_LEARNED_MIN_PROBABILITY`).
+    #[arg(long, default_value_t = 0.0)]
+    pub learned_min_probability: f32,
     /// Seed of the random numbers.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -128,8 +137,16 @@ impl ReplayArgs {
             mode.oracle_lead = positive(lead, "--oracle-lead")?;
         }
         let p = &mut mode.predictive;
-        p.warm_limit = self.warm_limit;
         p.refresh_every = self.refresh_every.max(0.0);
+        p.warm_limit = match self.warm_limit {
+            Some(n) => n,
+            None => modes::budget_per_round(self.origin_rps, p.refresh_every),
+        };
+        if !(0.0..=1.0).contains(&self.learned_min_probability) {
+            return Err("--learned-min-probability must be within 0..=1".into());
+        }
+        mode.predictor_settings.learned_band = Some(Duration::from_secs(self.learned_band));
+        mode.predictor_settings.learned_min_probability = self.learned_min_probability;
         p.schedules = !self.no_schedules;
         p.timezone = self.timezone.clone();
         p.tracker_max_keys = self.tracker_max_keys;

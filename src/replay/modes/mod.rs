@@ -88,21 +88,42 @@ pub struct ModeConfig {
     /// oracle: how long before a read its warm may start.
     pub oracle_lead: f64,
     pub predictive: predictive::PredictiveConfig,
+    /// Settings of the predictors (the TTL is the replay's).
+    pub predictor_settings: crate::predict::PredictorSettings,
 }
 
 impl ModeConfig {
     /// Defaults of the service for `sim`.
     pub fn new(sim: SimConfig, key_space: KeySpace) -> Self {
-        let oracle_lead = (sim.ttl / 2.0).clamp(sim.latency * 2.0, 60.0);
+        let oracle_lead = (sim.ttl / 2.0).max(sim.latency * 2.0);
+        let predictor_settings = crate::predict::PredictorSettings {
+            default_ttl: std::time::Duration::from_secs_f64(sim.ttl.max(1.0)),
+            ..Default::default()
+        };
+        let mut predictive = predictive::PredictiveConfig::default();
+        predictive.warm_limit = budget_per_round(sim.rps, predictive.refresh_every);
         ModeConfig {
+            predictor_settings,
+            predictive,
             sim,
             key_space,
             refresh_fraction: 0.8,
             xfetch_beta: 1.0,
             seed: 1,
             oracle_lead,
-            predictive: predictive::PredictiveConfig::default(),
         }
+    }
+}
+
+/// Keys the origin budget fetches in one refresh round: the default cap of
+/// a continuous-refresh round, so that every predictor mode has the same
+/// warming budget as the oracle (which is bounded by the budget alone).
+pub fn budget_per_round(rps: f64, every: f64) -> usize {
+    const UNLIMITED: usize = 1 << 24;
+    if rps <= 0.0 || every <= 0.0 {
+        UNLIMITED
+    } else {
+        ((rps * every).ceil() as usize).clamp(1, UNLIMITED)
     }
 }
 
@@ -145,11 +166,7 @@ pub fn build(name: &str, cfg: &ModeConfig) -> Result<Option<Box<dyn Mode>>, Stri
                     NAMES.join(", ")
                 )
             })?;
-            let settings = crate::predict::PredictorSettings {
-                default_ttl: std::time::Duration::from_secs_f64(cfg.sim.ttl.max(1.0)),
-                ..Default::default()
-            };
-            match crate::predict::build(predictor, &settings) {
+            match crate::predict::build(predictor, &cfg.predictor_settings) {
                 Some(p) => Box::new(predictive::Predictive::new(p, cfg)),
                 None => return Ok(None),
             }

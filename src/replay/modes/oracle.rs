@@ -176,6 +176,22 @@ mod tests {
         assert_eq!(s.warms_dropped, 2);
     }
 
+    /// The default lead is TTL / 2, so the oracle spreads a burst of rereads
+    /// over the budget ahead of it: 300 keys read at t = 0 and again at
+    /// t = 1000 (TTL 600 s, so expired), budget 1 fetch/s. Warms start at
+    /// 1000 - 300 = 700, one a second: all but the last one or two finish
+    /// before t = 1000 (a 60 s lead would have saved only 60 rereads).
+    #[test]
+    fn default_lead_spreads_a_burst_over_the_budget() {
+        let c = cfg(600.0, 0.1, 1.0);
+        assert_eq!(c.oracle_lead, 300.0);
+        let mut reqs: Vec<(f64, u64)> = (0..300).map(|k| (0.0, k)).collect();
+        reqs.extend((0..300).map(|k| (1000.0, k)));
+        let s = run(&mut Oracle::new(true, &c), &reqs);
+        assert!(s.hits >= 298, "{s:?}");
+        assert_eq!(s.misses_cold, 300);
+    }
+
     /// A read that would hit anyway costs the oracle nothing.
     #[test]
     fn oracle_skips_reads_that_hit_anyway() {

@@ -14,7 +14,9 @@
 //!   read as unix time): at each firing, the top `limit` predicted keys at
 //!   the schedule's priority;
 //! - **continuous refresh**: every `refresh_every` (default 60 s) the top
-//!   `warm_limit` (default: the service's `predictive_limit`, 100) predicted
+//!   `warm_limit` (in a replay: what the origin budget fetches in one
+//!   round, so these modes have the oracle's budget; alone: the service's
+//!   `predictive_limit`, 100) predicted
 //!   keys that would not hold a valid value `refresh_every + latency` later
 //!   are queued (at the default priority 50), so predicted keys are
 //!   refreshed before they expire.
