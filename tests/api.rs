@@ -563,9 +563,17 @@ async fn schedules_endpoints() {
     assert!(
         names.contains(&"daily-warmup")
             && names.contains(&"hourly-refresh")
-            && names.contains(&"peak-hours-warmup"),
+            && names.contains(&"peak-hours-warmup")
+            && names.contains(&"expiry-refresh"),
         "{body}"
     );
+    let refresh = body["schedules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "expiry-refresh")
+        .unwrap();
+    assert_eq!(refresh["action"], json!({"type": "refresh"}), "{refresh}");
     let crons: Vec<&str> = body["schedules"]
         .as_array()
         .unwrap()
@@ -588,6 +596,22 @@ async fn schedules_endpoints() {
     let (status, body) = srv.post("/warm/schedules", spec).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(error_code(&body), "schedule_exists");
+    // A refresh action takes an optional limit, checked like the others.
+    let refresh = json!({"name": "refresh-1m", "cron": "* * * * *", "action": {"type": "refresh", "limit": 2000}});
+    let (status, body) = srv.post("/warm/schedules", refresh).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["action"], json!({"type": "refresh", "limit": 2000}));
+    let bad = json!({"name": "refresh-bad", "cron": "* * * * *", "action": {"type": "refresh", "limit": 0}});
+    let (status, body) = srv.post("/warm/schedules", bad).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("action.limit"),
+        "{body}"
+    );
+    srv.delete("/warm/schedules/refresh-1m").await;
     let (status, _) = srv.get("/warm/schedules/nightly-catalog").await;
     assert_eq!(status, StatusCode::OK);
     let (status, body) = srv.delete("/warm/schedules/daily-warmup").await;

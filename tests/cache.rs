@@ -191,6 +191,33 @@ async fn redis_get_and_ttl_of_absent_and_persistent_keys() {
         "no expiry reads as None"
     );
 
+    // ttl_many: one answer per key, in order; absent = None, no expiry = MAX.
+    // More keys than one pipeline holds, so the chunks are stitched in order.
+    let mut entries: Vec<CacheEntry> = (0..warming::cache::TTL_BATCH + 5)
+        .map(|i| entry(&format!("t{i}"), "v", Duration::from_secs(100 + i as u64)))
+        .collect();
+    entries.push(entry("short", "v", Duration::from_secs(5)));
+    cache.set_many(&entries).await.unwrap();
+    let mut keys: Vec<String> = vec!["short".into(), "missing".into(), "forever".into()];
+    keys.extend((0..warming::cache::TTL_BATCH + 5).map(|i| format!("t{i}")));
+    let ttls = cache.ttl_many(&keys).await.unwrap();
+    assert_eq!(ttls.len(), keys.len());
+    let short = ttls[0].expect("short has a TTL");
+    assert!(
+        short > Duration::from_secs(3) && short <= Duration::from_secs(5),
+        "{short:?}"
+    );
+    assert_eq!(ttls[1], None, "absent");
+    assert_eq!(ttls[2], Some(Duration::MAX), "no expiry");
+    for (i, t) in ttls[3..].iter().enumerate() {
+        let t = t.unwrap_or_else(|| panic!("t{i} has a TTL"));
+        let want = Duration::from_secs(100 + i as u64);
+        assert!(
+            t <= want && t > want - Duration::from_secs(3),
+            "t{i}: {t:?}"
+        );
+    }
+
     cache.set_many(&[]).await.unwrap();
     cache.ping().await.unwrap();
     assert_eq!(cache.backend(), "redis");
@@ -393,6 +420,9 @@ impl Cache for Recording {
     }
     async fn ttl(&self, key: &str) -> Result<Option<Duration>, CacheError> {
         self.inner.ttl(key).await
+    }
+    async fn ttl_many(&self, keys: &[String]) -> Result<Vec<Option<Duration>>, CacheError> {
+        self.inner.ttl_many(keys).await
     }
     async fn scan(&self, pattern: &str, limit: usize) -> Result<Vec<String>, CacheError> {
         self.inner.scan(pattern, limit).await

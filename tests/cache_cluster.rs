@@ -89,6 +89,20 @@ async fn set_many_spreads_over_every_node_with_values_and_ttls() {
     );
     assert_eq!(cache.get("missing").await.unwrap(), None);
     assert_eq!(cache.ttl("missing").await.unwrap(), None);
+    // ttl_many groups by slot and answers in the order asked.
+    let keys: Vec<String> = ["short", "missing", "k7", "{user:7}:3", "k299"]
+        .map(String::from)
+        .to_vec();
+    let ttls = cache.ttl_many(&keys).await.unwrap();
+    assert!(ttls[0].unwrap() <= Duration::from_secs(5), "{ttls:?}");
+    assert_eq!(ttls[1], None);
+    for t in &ttls[2..] {
+        let t = t.expect("has a TTL");
+        assert!(
+            t > Duration::from_secs(55) && t <= Duration::from_secs(60),
+            "{ttls:?}"
+        );
+    }
     assert_eq!(
         cache.get("{user:7}:3").await.unwrap(),
         Some(Bytes::from("t"))

@@ -124,6 +124,7 @@ async fn schedules_survive_a_restart() {
             "daily-warmup",
             "hourly-refresh",
             "peak-hours-warmup",
+            "expiry-refresh",
             "kept"
         ]
     );

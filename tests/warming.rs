@@ -332,6 +332,61 @@ async fn pattern_warming_matches_known_keys() {
     srv.shutdown().await;
 }
 
+/// A `refresh` schedule warms, of the predicted keys, those whose cached
+/// value is missing or expires before its next firing (+ the origin
+/// timeout), and leaves keys with plenty of TTL alone.
+#[tokio::test]
+async fn a_refresh_schedule_warms_only_keys_about_to_expire() {
+    let origin = TestOrigin::start().await;
+    let mut s = settings(&origin.url_template());
+    s.tunables.min_rewarm_interval = Duration::ZERO;
+    s.tunables.origin_timeout = Duration::from_secs(2);
+    let srv = TestServer::start(s).await;
+    let keys = ["rf:fresh", "rf:expiring", "rf:missing"];
+    let accesses = [keys, keys, keys].concat();
+    let (status, _) = srv.post("/warm/access", json!({ "keys": accesses })).await;
+    assert_eq!(status, StatusCode::OK);
+    for (key, max_age) in [("rf:fresh", 600), ("rf:expiring", 3)] {
+        origin.set_max_age(Some(max_age));
+        let (_, body) = srv.post("/warm/key", json!({"keys": [key]})).await;
+        let job = srv.wait_job(body["job_id"].as_str().unwrap(), WAIT).await;
+        assert_eq!(job["succeeded"], 1, "{job}");
+    }
+    origin.set_max_age(None);
+    origin.reset_counts();
+
+    // Every second: horizon = 1 s to the next firing + 2 s origin timeout,
+    // so the 3 s value is due within a second or two, the 600 s one never.
+    let (status, body) = srv
+        .post(
+            "/warm/schedules",
+            json!({"name": "refresh", "cron": "* * * * * *", "action": {"type": "refresh", "limit": 10}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let deadline = Instant::now() + WAIT;
+    while origin.requests_for("rf:missing") == 0 || origin.requests_for("rf:expiring") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "refresh never warmed the due keys: missing {}, expiring {}",
+            origin.requests_for("rf:missing"),
+            origin.requests_for("rf:expiring")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A few more firings: the fresh key is looked up, never fetched.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    srv.delete("/warm/schedules/refresh").await;
+    assert_eq!(origin.requests_for("rf:fresh"), 0);
+    let (_, view) = srv.get("/warm/schedules").await;
+    let builtin = view["schedules"]
+        .as_array()
+        .map(|a| a.iter().any(|s| s["name"] == "expiry-refresh"))
+        .unwrap_or(false);
+    assert!(!builtin, "built-in schedules are off in tests: {view}");
+    srv.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_seconds_level_schedule_fires() {
     let origin = TestOrigin::start().await;

@@ -128,6 +128,14 @@ impl Cache for MemoryCache {
         Ok(self.live(key).await.map(|(_, left)| left))
     }
 
+    async fn ttl_many(&self, keys: &[String]) -> Result<Vec<Option<Duration>>, CacheError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(self.live(key).await.map(|(_, left)| left));
+        }
+        Ok(out)
+    }
+
     /// Walks every entry (the embedded cache has no index to search), so it
     /// costs O(entries); `limit == 0` returns nothing.
     async fn scan(&self, pattern: &str, limit: usize) -> Result<Vec<String>, CacheError> {

@@ -43,6 +43,9 @@ pub enum CacheError {
     Config(String),
 }
 
+/// Most `PTTL`s in one pipeline of [`Cache::ttl_many`].
+pub const TTL_BATCH: usize = 1000;
+
 /// A cache the service reads through and writes warmed values into.
 #[async_trait]
 pub trait Cache: Send + Sync + 'static {
@@ -53,6 +56,10 @@ pub trait Cache: Send + Sync + 'static {
     async fn set_many(&self, entries: &[CacheEntry]) -> Result<(), CacheError>;
     /// Remaining TTL of `key`, `None` when absent or without expiry.
     async fn ttl(&self, key: &str) -> Result<Option<Duration>, CacheError>;
+    /// Remaining TTL of each of `keys`, in order: `None` when absent,
+    /// [`Duration::MAX`] when it never expires. As few round trips as the
+    /// backend allows (Redis: pipelines of [`TTL_BATCH`] `PTTL`s).
+    async fn ttl_many(&self, keys: &[String]) -> Result<Vec<Option<Duration>>, CacheError>;
     /// Up to `limit` keys (without the prefix) matching the glob `pattern`
     /// (`*`, `?`, `[..]`). Redis uses `SCAN MATCH`, never `KEYS`.
     async fn scan(&self, pattern: &str, limit: usize) -> Result<Vec<String>, CacheError>;

@@ -134,6 +134,26 @@ pub(super) async fn pttl(
     Ok(u64::try_from(ms).ok().map(Duration::from_millis))
 }
 
+/// `PTTL` of every full key of `keys`, pipelined: `None` for a key that
+/// does not exist, [`Duration::MAX`] for one that never expires.
+pub(super) async fn pttl_many(
+    conn: &mut impl ConnectionLike,
+    keys: impl IntoIterator<Item = String>,
+) -> Result<Vec<Option<Duration>>, CacheError> {
+    let mut pipe = redis::pipe();
+    for key in keys {
+        pipe.cmd("PTTL").arg(key);
+    }
+    let ms: Vec<i64> = pipe.query_async(conn).await.map_err(map_err)?;
+    Ok(ms
+        .into_iter()
+        .map(|ms| match ms {
+            -1 => Some(Duration::MAX),
+            ms => u64::try_from(ms).ok().map(Duration::from_millis),
+        })
+        .collect())
+}
+
 /// `PX` wants whole, positive milliseconds: round sub-millisecond TTLs up.
 pub(super) fn ttl_millis(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
@@ -165,6 +185,15 @@ impl Cache for RedisCache {
 
     async fn ttl(&self, key: &str) -> Result<Option<Duration>, CacheError> {
         pttl(&mut self.conn.clone(), self.full_key(key)).await
+    }
+
+    async fn ttl_many(&self, keys: &[String]) -> Result<Vec<Option<Duration>>, CacheError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(super::TTL_BATCH) {
+            let full = chunk.iter().map(|k| self.full_key(k));
+            out.extend(pttl_many(&mut self.conn.clone(), full).await?);
+        }
+        Ok(out)
     }
 
     /// `SCAN` until the cursor returns to 0 or `limit` keys were found;

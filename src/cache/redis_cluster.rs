@@ -55,7 +55,7 @@ use redis::cluster_routing::{
     SlotAddr,
 };
 
-use super::redis::{escape_glob, full_key, get_value, map_err, pttl, ttl_millis};
+use super::redis::{escape_glob, full_key, get_value, map_err, pttl, pttl_many, ttl_millis};
 use super::{Cache, CacheEntry, CacheError};
 use crate::glob::KeyPattern;
 
@@ -330,6 +330,31 @@ impl Cache for RedisClusterCache {
 
     async fn ttl(&self, key: &str) -> Result<Option<Duration>, CacheError> {
         pttl(&mut self.conn.clone(), self.full_key(key)).await
+    }
+
+    /// One pipeline per hash slot (as `set_many`), all slots concurrently.
+    async fn ttl_many(&self, keys: &[String]) -> Result<Vec<Option<Duration>>, CacheError> {
+        let mut groups: HashMap<Slot, Vec<usize>> = HashMap::new();
+        let full: Vec<String> = keys.iter().map(|k| self.full_key(k)).collect();
+        for (i, key) in full.iter().enumerate() {
+            groups
+                .entry(Slot::for_key(key.as_bytes()))
+                .or_default()
+                .push(i);
+        }
+        let answers = try_join_all(groups.into_values().map(|idx| {
+            let mut conn = self.conn.clone();
+            let slot_keys: Vec<String> = idx.iter().map(|&i| full[i].clone()).collect();
+            async move { pttl_many(&mut conn, slot_keys).await.map(|t| (idx, t)) }
+        }))
+        .await?;
+        let mut out = vec![None; keys.len()];
+        for (idx, ttls) in answers {
+            for (i, t) in idx.into_iter().zip(ttls) {
+                out[i] = t;
+            }
+        }
+        Ok(out)
     }
 
     /// Every primary is scanned concurrently, each until its cursor returns to

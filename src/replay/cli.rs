@@ -49,14 +49,14 @@ pub struct ReplayArgs {
     /// Writes of block traces: `access` (count as reads, as libCacheSim) or `skip`.
     #[arg(long, default_value = "access")]
     pub writes: String,
-    /// Most keys one continuous-refresh round of the predictor modes may
-    /// queue (default: what the origin budget fetches in one round,
-    /// `origin-rps x refresh-every`; unlimited when the budget is).
+    /// Most keys one firing of the built-in `expiry-refresh` schedule may
+    /// queue in the predictor modes (default: what the origin budget
+    /// fetches until the next firing, as the service).
     #[arg(long)]
     pub warm_limit: Option<usize>,
-    /// Seconds between continuous refresh rounds (0 = schedules only).
-    #[arg(long, default_value_t = 60.0)]
-    pub refresh_every: f64,
+    /// Do not run the built-in `expiry-refresh` schedule in the predictor modes.
+    #[arg(long)]
+    pub no_refresh: bool,
     /// Do not run the built-in schedules in the predictor modes.
     #[arg(long)]
     pub no_schedules: bool,
@@ -137,17 +137,17 @@ impl ReplayArgs {
             mode.oracle_lead = positive(lead, "--oracle-lead")?;
         }
         let p = &mut mode.predictive;
-        p.refresh_every = self.refresh_every.max(0.0);
-        p.warm_limit = match self.warm_limit {
-            Some(n) => n,
-            None => modes::budget_per_round(self.origin_rps, p.refresh_every),
-        };
+        if self.warm_limit == Some(0) {
+            return Err("--warm-limit must be at least 1".into());
+        }
+        p.warm_limit = self.warm_limit;
         if !(0.0..=1.0).contains(&self.learned_min_probability) {
             return Err("--learned-min-probability must be within 0..=1".into());
         }
         mode.predictor_settings.learned_band = Some(Duration::from_secs(self.learned_band));
         mode.predictor_settings.learned_min_probability = self.learned_min_probability;
         p.schedules = !self.no_schedules;
+        p.refresh = !self.no_refresh;
         p.timezone = self.timezone.clone();
         p.tracker_max_keys = self.tracker_max_keys;
         p.quality_window = positive(self.quality_window, "--quality-window")?;

@@ -135,7 +135,6 @@ pub fn json(r: &Report) -> Value {
             "xfetch_beta": c.xfetch_beta,
             "oracle_lead_secs": c.oracle_lead,
             "warm_limit": c.predictive.warm_limit,
-            "refresh_every_secs": c.predictive.refresh_every,
             "schedules": c.predictive.schedules,
             "tracker_max_keys": c.predictive.tracker_max_keys,
             "quality_window_secs": c.predictive.quality_window,

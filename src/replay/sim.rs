@@ -607,6 +607,15 @@ impl Sim {
         }
     }
 
+    /// Until when `id` holds, or will hold once its fetch lands, a servable
+    /// value (0 when it holds none).
+    pub fn valid_until(&self, id: u64) -> f64 {
+        self.index.get(&id).map_or(0.0, |&i| {
+            let e = &self.nodes[i as usize];
+            e.expires_at.max(e.prev_expires)
+        })
+    }
+
     /// Whether `id` was read before.
     pub fn accessed(&self, id: u64) -> bool {
         self.seen.get(&id).is_some_and(|s| s.accessed)

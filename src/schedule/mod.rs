@@ -40,7 +40,12 @@ pub const MAX_ACTION_LIMIT: usize = 100_000;
 /// Most keys of a `keys` action.
 pub const MAX_ACTION_KEYS: usize = 10_000;
 /// Names of the built-in schedules, reserved even when they are turned off.
-pub const BUILTIN_NAMES: [&str; 3] = ["daily-warmup", "hourly-refresh", "peak-hours-warmup"];
+pub const BUILTIN_NAMES: [&str; 4] = [
+    "daily-warmup",
+    "hourly-refresh",
+    "peak-hours-warmup",
+    "expiry-refresh",
+];
 
 /// Longest sleep of the loop: bounds the effect of a wall-clock jump.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -57,6 +62,14 @@ pub enum ScheduleAction {
     Pattern { pattern: String, limit: usize },
     /// Warm exactly these keys.
     Keys { keys: Vec<String> },
+    /// Refresh before expiry: of the top `limit` predicted keys, warm those
+    /// whose cached value is missing or expires before the schedule's next
+    /// firing (plus the origin timeout). `limit` absent: what the origin
+    /// budget fetches until the next firing (see [`crate::warm::refresh`]).
+    Refresh {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
 }
 
 /// A schedule as registered (`POST /warm/schedules`).
@@ -207,6 +220,16 @@ pub fn builtin_specs() -> Vec<ScheduleSpec> {
         predictive("hourly-refresh", "0 * * * *", 50, None),
         // "Runs 1 hour before peak times (8 AM, 12 PM, 6 PM), top 100 keys, high priority."
         predictive("peak-hours-warmup", "0 7,11,17 * * *", 100, Some(90)),
+        // Every minute: predicted keys whose value would expire before the
+        // next minute are refreshed, so a hot key never expires under load.
+        ScheduleSpec {
+            name: "expiry-refresh".into(),
+            cron: "* * * * *".into(),
+            timezone: None,
+            action: ScheduleAction::Refresh { limit: None },
+            priority: None,
+            strategy: None,
+        },
     ]
 }
 
@@ -404,6 +427,11 @@ impl Scheduler {
         };
         match &spec.action {
             ScheduleAction::Predictive { limit } => check_limit(*limit)?,
+            ScheduleAction::Refresh { limit } => {
+                if let Some(limit) = limit {
+                    check_limit(*limit)?;
+                }
+            }
             ScheduleAction::Pattern { pattern, limit } => {
                 check_limit(*limit)?;
                 crate::glob::KeyPattern::parse(pattern)
@@ -695,6 +723,7 @@ mod tests {
                 "daily-warmup",
                 "hourly-refresh",
                 "peak-hours-warmup",
+                "expiry-refresh",
                 "a",
                 "b"
             ]
@@ -762,6 +791,15 @@ mod tests {
             (spec("ok", "0 0 31 2 *", p.clone()), "cron", "never fires"),
             (
                 spec("ok", "* * * * *", ScheduleAction::Predictive { limit: 0 }),
+                "action.limit",
+                "between 1",
+            ),
+            (
+                spec(
+                    "ok",
+                    "* * * * *",
+                    ScheduleAction::Refresh { limit: Some(0) },
+                ),
                 "action.limit",
                 "between 1",
             ),

@@ -13,6 +13,7 @@ pub mod cost;
 pub mod emergency;
 pub mod jobs;
 pub mod queue;
+pub mod refresh;
 pub mod shared_jobs;
 pub mod strategy;
 pub mod worker;
@@ -655,19 +656,64 @@ impl Engine {
         let priority = Self::check_priority(req.priority)?;
         let t = self.tunables.load_full();
         let limit = self.check_limit(req.limit, t.predictive_limit)?;
+        let keys = self.predicted_keys(limit).await?;
+        let s = self
+            .submit(source, keys, priority, req.strategy, req.force, Some(limit))
+            .await?;
+        Ok(s.into_response())
+    }
+
+    /// The predictor's top `limit` keys for the configured window, best first
+    /// (the prediction runs off the async threads).
+    async fn predicted_keys(&self, limit: usize) -> Result<Vec<String>, EngineError> {
         let predictor = self.predictor.load_full();
         let tracker = self.tracker.clone();
-        let window = t.predict_window;
+        let window = self.tunables.load().predict_window;
         let predictions = tokio::task::spawn_blocking(move || {
             predictor.predict(&tracker, now_unix(), window, limit)
         })
         .await
         .map_err(|e| EngineError::Internal(format!("predictor failed: {e}")))?;
-        let keys: Vec<String> = predictions.into_iter().map(|p| p.key).collect();
+        Ok(predictions.into_iter().map(|p| p.key).collect())
+    }
+
+    /// A `refresh` firing ([`refresh`]): queues those of the top predicted
+    /// keys whose cached value is missing or expires within `until_next`
+    /// (the time to the schedule's next firing) plus the origin timeout.
+    /// `limit` absent: what the origin budget fetches in `until_next`.
+    /// `Ok(None)` when no key needs it.
+    pub async fn refresh_expiring(
+        &self,
+        limit: Option<usize>,
+        until_next: Duration,
+        priority: u8,
+        strategy: Option<Strategy>,
+        source: &str,
+    ) -> Result<Option<String>, EngineError> {
+        self.check_accepting()?;
+        let t = self.tunables.load_full();
+        let limit = match limit {
+            Some(l) => self.check_limit(Some(l), l)?,
+            None => refresh::budget_limit(f64::from(t.max_origin_rps), until_next)
+                .min(self.service.max_keys_per_request),
+        };
+        let keys = self.predicted_keys(limit).await?;
+        if keys.is_empty() {
+            return Ok(None);
+        }
+        let ttls = self.cache.ttl_many(&keys).await?;
+        let horizon = until_next + t.origin_timeout;
+        let due: Vec<String> = refresh::due(keys.into_iter().zip(ttls), |(_, ttl)| *ttl, horizon)
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        if due.is_empty() {
+            return Ok(None);
+        }
         let s = self
-            .submit(source, keys, priority, req.strategy, req.force, Some(limit))
+            .submit(source, due, priority, strategy, false, Some(limit))
             .await?;
-        Ok(s.into_response())
+        Ok(Some(s.job_id))
     }
 
     /// `POST /warm/access`: returns how many accesses were recorded.
@@ -1086,6 +1132,33 @@ impl Submitted {
     }
 }
 
+impl Engine {
+    /// Time from now to the firing of `spec` after `firing` (60 s if the
+    /// cron or its zone cannot say; at least 1 s).
+    fn until_next_firing(
+        &self,
+        spec: &ScheduleSpec,
+        firing: chrono::DateTime<chrono::Utc>,
+    ) -> Duration {
+        let zone = spec.timezone.as_deref().unwrap_or(&self.service.timezone);
+        let next = crate::schedule::parse_cron(&spec.cron)
+            .ok()
+            .zip(zone.parse::<chrono_tz::Tz>().ok())
+            .and_then(|(cron, tz)| {
+                cron.find_next_occurrence(&firing.with_timezone(&tz), false)
+                    .ok()
+            })
+            .map(|next| next.with_timezone(&chrono::Utc));
+        match next {
+            Some(next) => (next - chrono::Utc::now())
+                .to_std()
+                .unwrap_or_default()
+                .max(Duration::from_secs(1)),
+            None => Duration::from_secs(60),
+        }
+    }
+}
+
 #[async_trait]
 impl ScheduleRunner for Engine {
     async fn run_schedule(
@@ -1127,6 +1200,12 @@ impl ScheduleRunner for Engine {
                     force: false,
                 };
                 self.warm_pattern_as(req, &source).await.map(|r| r.job_id)
+            }
+            ScheduleAction::Refresh { limit } => {
+                let until_next = self.until_next_firing(spec, firing);
+                self.refresh_expiring(*limit, until_next, priority, spec.strategy, &source)
+                    .await
+                    .map(|job| job.unwrap_or_else(|| "nothing to refresh".into()))
             }
             ScheduleAction::Keys { keys } => {
                 self.check_accepting().map_err(|e| e.to_string())?;

@@ -100,11 +100,9 @@ impl ModeConfig {
             default_ttl: std::time::Duration::from_secs_f64(sim.ttl.max(1.0)),
             ..Default::default()
         };
-        let mut predictive = predictive::PredictiveConfig::default();
-        predictive.warm_limit = budget_per_round(sim.rps, predictive.refresh_every);
         ModeConfig {
             predictor_settings,
-            predictive,
+            predictive: predictive::PredictiveConfig::default(),
             sim,
             key_space,
             refresh_fraction: 0.8,
@@ -112,18 +110,6 @@ impl ModeConfig {
             seed: 1,
             oracle_lead,
         }
-    }
-}
-
-/// Keys the origin budget fetches in one refresh round: the default cap of
-/// a continuous-refresh round, so that every predictor mode has the same
-/// warming budget as the oracle (which is bounded by the budget alone).
-pub fn budget_per_round(rps: f64, every: f64) -> usize {
-    const UNLIMITED: usize = 1 << 24;
-    if rps <= 0.0 || every <= 0.0 {
-        UNLIMITED
-    } else {
-        ((rps * every).ceil() as usize).clamp(1, UNLIMITED)
     }
 }
 

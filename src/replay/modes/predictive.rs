@@ -8,18 +8,16 @@
 //! [`choose_keys`], which is what `Engine::trigger_predictive` does
 //! (`predict`, then the strategy's [`plan`], then the limit).
 //!
-//! Two things start warming:
-//! - **schedules**: the spec's built-in schedules ([`builtin_specs`],
-//!   parsed by [`parse_cron`], in the service time zone, trace timestamps
-//!   read as unix time): at each firing, the top `limit` predicted keys at
-//!   the schedule's priority;
-//! - **continuous refresh**: every `refresh_every` (default 60 s) the top
-//!   `warm_limit` (in a replay: what the origin budget fetches in one
-//!   round, so these modes have the oracle's budget; alone: the service's
-//!   `predictive_limit`, 100) predicted
-//!   keys that would not hold a valid value `refresh_every + latency` later
-//!   are queued (at the default priority 50), so predicted keys are
-//!   refreshed before they expire.
+//! Warming is started by the service's built-in schedules ([`builtin_specs`],
+//! parsed by [`parse_cron`], in the service time zone, trace timestamps read
+//! as unix time), run as the engine runs them:
+//! - `predictive` ones (hourly top 50, daily, peak hours): the top `limit`
+//!   predicted keys at the schedule's priority;
+//! - the `refresh` one (`expiry-refresh`, every minute): of the top
+//!   predicted keys, those whose simulated value is missing or expires
+//!   before the next firing plus one origin latency ([`refresh::due`]); as
+//!   many as the origin budget fetches until the next firing
+//!   ([`refresh::budget_limit`]) unless `warm_limit` says otherwise.
 //!
 //! As in the engine, a key queued less than `min_rewarm_interval` (30 s)
 //! ago is skipped, a key is queued once, and the queue is served priority
@@ -32,7 +30,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 
-use super::{Mode, ModeConfig, ModeResult};
+use super::{Mode, ModeConfig, ModeResult, secs};
 use crate::access::AccessTracker;
 use crate::config::{ServiceConfig, Strategy, Tunables};
 use crate::predict::Predictor;
@@ -41,6 +39,7 @@ use crate::replay::quality::{DEFAULT_KS, Quality};
 use crate::replay::sim::{IdMap, Sim, WarmQueue};
 use crate::replay::trace::{KeySpace, Request};
 use crate::schedule::{ScheduleAction, ScheduleSpec, builtin_specs, parse_cron};
+use crate::warm::refresh;
 use crate::warm::strategy::{KeyFacts, Planned, plan};
 
 /// Knobs of the predictor modes; defaults are the service's.
@@ -50,10 +49,11 @@ pub struct PredictiveConfig {
     pub tracker_bucket: Duration,
     /// What the predictor is told it predicts for.
     pub predict_window: Duration,
-    /// Keys kept warm by continuous refresh.
-    pub warm_limit: usize,
-    /// Seconds between continuous refresh rounds (0: no continuous refresh).
-    pub refresh_every: f64,
+    /// Most keys a `refresh` firing may queue; `None`: what the origin
+    /// budget fetches until the next firing (as the engine).
+    pub warm_limit: Option<usize>,
+    /// Run the built-in `refresh` schedule (with `schedules`).
+    pub refresh: bool,
     pub min_rewarm: f64,
     /// Seconds between `tick`s.
     pub tick_every: f64,
@@ -73,8 +73,8 @@ impl Default for PredictiveConfig {
             tracker_max_keys: s.tracker_max_keys,
             tracker_bucket: s.tracker_bucket,
             predict_window: t.predict_window,
-            warm_limit: t.predictive_limit,
-            refresh_every: 60.0,
+            warm_limit: None,
+            refresh: true,
             min_rewarm: t.min_rewarm_interval.as_secs_f64(),
             tick_every: 5.0,
             schedules: s.builtin_schedules,
@@ -152,7 +152,6 @@ pub struct Predictive {
     schedules: Vec<Scheduled>,
     started: bool,
     next_tick: f64,
-    next_refresh: f64,
     /// When each key was last queued (for `min_rewarm`).
     recent: IdMap<f64>,
     quality: Quality,
@@ -180,6 +179,7 @@ impl Predictive {
         let schedules = if p.schedules {
             builtin_specs()
                 .into_iter()
+                .filter(|spec| p.refresh || !matches!(spec.action, ScheduleAction::Refresh { .. }))
                 .filter_map(|spec| {
                     let cron = parse_cron(&spec.cron).ok()?;
                     Some(Scheduled {
@@ -204,7 +204,6 @@ impl Predictive {
             schedules,
             started: false,
             next_tick: f64::INFINITY,
-            next_refresh: f64::INFINITY,
             recent: IdMap::default(),
             note,
         }
@@ -218,11 +217,6 @@ impl Predictive {
     fn start(&mut self, t: f64) {
         self.started = true;
         self.next_tick = t + self.cfg.tick_every.max(0.001);
-        self.next_refresh = if self.cfg.refresh_every > 0.0 && self.cfg.warm_limit > 0 {
-            t + self.cfg.refresh_every
-        } else {
-            f64::INFINITY
-        };
         for s in &mut self.schedules {
             s.next = next_after(&s.cron, self.tz, t);
         }
@@ -259,35 +253,37 @@ impl Predictive {
 
     fn fire_schedule(&mut self, i: usize, now: f64) {
         let spec = self.schedules[i].spec.clone();
-        self.schedules[i].next = next_after(&self.schedules[i].cron, self.tz, now);
-        let ScheduleAction::Predictive { limit } = spec.action else {
-            return;
-        };
+        let next = next_after(&self.schedules[i].cron, self.tz, now);
+        self.schedules[i].next = next;
         let priority = spec.priority.unwrap_or(DEFAULT_PRIORITY);
         let strategy = spec.strategy.unwrap_or(Strategy::Selective);
-        for p in self.choose(now, limit, strategy, priority) {
-            self.enqueue(now, &p.key, p.priority);
-        }
-    }
-
-    fn refresh(&mut self, now: f64) {
-        self.next_refresh = now + self.cfg.refresh_every;
-        let horizon = now + self.cfg.refresh_every + self.sim.cfg.latency;
-        let min_rewarm = self.cfg.min_rewarm;
-        self.recent.retain(|_, at| now - *at < min_rewarm);
-        let planned = self.choose(
-            now,
-            self.cfg.warm_limit,
-            Strategy::Selective,
-            DEFAULT_PRIORITY,
-        );
-        for p in planned {
-            let Some(id) = self.key_space.id(&p.key) else {
-                continue;
-            };
-            if !self.sim.valid_at(id, horizon) {
-                self.enqueue(now, &p.key, p.priority);
+        match spec.action {
+            ScheduleAction::Predictive { limit } => {
+                for p in self.choose(now, limit, strategy, priority) {
+                    self.enqueue(now, &p.key, p.priority);
+                }
             }
+            ScheduleAction::Refresh { limit } => {
+                let until_next = secs(next - now);
+                let limit = self
+                    .cfg
+                    .warm_limit
+                    .or(limit)
+                    .unwrap_or_else(|| refresh::budget_limit(self.sim.cfg.rps, until_next));
+                let planned = self.choose(now, limit, strategy, priority);
+                let horizon = until_next + secs(self.sim.cfg.latency);
+                let sim = &self.sim;
+                let key_space = self.key_space;
+                let remaining = |p: &Planned| {
+                    let id = key_space.id(&p.key)?;
+                    let left = sim.valid_until(id) - now;
+                    (left > 0.0).then(|| secs(left))
+                };
+                for p in refresh::due(planned, remaining, horizon) {
+                    self.enqueue(now, &p.key, p.priority);
+                }
+            }
+            ScheduleAction::Pattern { .. } | ScheduleAction::Keys { .. } => {}
         }
     }
 
@@ -301,7 +297,7 @@ impl Predictive {
                 .min_by(|a, b| a.1.next.total_cmp(&b.1.next))
                 .map(|(i, s)| (i, s.next));
             let q = self.quality.next_at();
-            let mut next = self.next_tick.min(self.next_refresh);
+            let mut next = self.next_tick;
             if let Some((_, at)) = sched {
                 next = next.min(at);
             }
@@ -321,8 +317,6 @@ impl Predictive {
                     .roll(&*self.predictor, &self.tracker, self.key_space);
             } else if let Some((i, at)) = sched.filter(|s| s.1 <= next) {
                 self.fire_schedule(i, at);
-            } else {
-                self.refresh(next);
             }
         }
         if !self.queue.is_empty() {
@@ -387,13 +381,15 @@ mod tests {
     }
 
     /// Key 1 read every 400 s with TTL 300 s: `none` would miss every read.
-    /// With continuous refresh every 60 s, key 1 (the only key, so predicted)
-    /// is re-fetched whenever it would expire before the next round: every
-    /// read after the first hits.
+    /// The built-in `expiry-refresh` schedule fires every minute; key 1 (the
+    /// only key, so predicted) is re-fetched whenever it would expire before
+    /// the next firing: every read after the first hits.
     #[test]
-    fn continuous_refresh_keeps_a_predicted_key_warm() {
+    fn expiry_refresh_keeps_a_predicted_key_warm() {
         let p = by_name("heuristic").unwrap();
-        let mut m = Predictive::new(p, &cfg());
+        let mut c = cfg();
+        c.predictive.schedules = true;
+        let mut m = Predictive::new(p, &c);
         let mut end = 0.0;
         for i in 0..10 {
             end = 1_000_000.0 + f64::from(i) * 400.0;
@@ -406,7 +402,7 @@ mod tests {
     }
 
     /// The hourly schedule fires at each full hour of trace time and warms
-    /// the top predicted keys. Continuous refresh off, TTL 50 min: a key read
+    /// the top predicted keys. `expiry-refresh` off, TTL 50 min: a key read
     /// at 01:10 (and at 01:50, a hit) expires at 02:00 (+0.1 s latency), so
     /// `none` would miss its read at 02:10; the 02:00 firing re-warms it (the
     /// heuristic scores it: read in the recent two 15-min buckets) and the
@@ -416,7 +412,7 @@ mod tests {
     fn hourly_schedule_warms_predicted_keys() {
         let mut c = cfg();
         c.predictive.schedules = true;
-        c.predictive.refresh_every = 0.0;
+        c.predictive.refresh = false;
         c.sim.ttl = 3000.0;
         let p = by_name("heuristic").unwrap();
         let mut m = Predictive::new(p, &c);
