@@ -11,6 +11,8 @@
 #   BENCH_CONCURRENCY="32 64 128" scripts/bench-warm.sh
 #   BENCH_CACHES="redis memory" scripts/bench-warm.sh   # also warm into memory://
 #   BENCH_PERF=1 scripts/bench-warm.sh         # perf profile of the service (best effort)
+#   BENCH_PERF_ARGS="-F 499 --call-graph dwarf"  # perf record options (default -F 999);
+#                                                # BENCH_KEEP_PERF=path copies the profile there
 #
 # Settings (environment, defaults in brackets):
 #   BENCH_KEYS [100000]   BENCH_CHUNK [10000] keys per POST /warm/key
@@ -173,7 +175,8 @@ run_service() { # cache concurrency
   wait_service "http://127.0.0.1:$SVC_PORT" "$SVC_PID" "$WORK/service-$cache-$conc.log" \
     service "127.0.0.1:$SVC_PORT"
   if [[ $PERF == 1 ]] && command -v perf >/dev/null 2>&1; then
-    perf record -F 999 -p "$SVC_PID" -o "$WORK/perf-$cache-$conc.data" >/dev/null 2>&1 &
+    # shellcheck disable=SC2086 # BENCH_PERF_ARGS is a list of options
+    perf record ${BENCH_PERF_ARGS:--F 999} -p "$SVC_PID" -o "$WORK/perf-$cache-$conc.data" >/dev/null 2>&1 &
     PERF_PID=$!
   fi
   local groups="warming=$SVC_PID;nginx=$NGINX_WORKER_PIDS"
@@ -184,6 +187,7 @@ run_service() { # cache concurrency
   json=$(cat "$WORK/driver.out")
   if [[ -n $PERF_PID ]]; then
     stop_pid "$PERF_PID" INT 10; PERF_PID=""
+    [[ -n ${BENCH_KEEP_PERF:-} ]] && cp "$WORK/perf-$cache-$conc.data" "$BENCH_KEEP_PERF"
     log "perf profile of the warming process, by object file:"
     perf report -i "$WORK/perf-$cache-$conc.data" --sort dso --stdio 2>/dev/null |
       grep -v '^#' | grep '%' | head -8 >&2 || true
