@@ -11,6 +11,9 @@
 #   BENCH_CONCURRENCY="32 64 128" scripts/bench-warm.sh
 #   BENCH_CACHES="redis memory" scripts/bench-warm.sh   # also warm into memory://
 #   BENCH_PERF=1 scripts/bench-warm.sh         # perf profile of the service (best effort)
+#   BENCH_BINS="new=target/release/warming old=/tmp/warming-old" scripts/bench-warm.sh
+#                                              # binaries side by side, alternating, one run
+#                                              # (the first one's best is the RESULT)
 #   BENCH_PERF_ARGS="-F 499 --call-graph dwarf"  # perf record options (default -F 999);
 #                                                # BENCH_KEEP_PERF=path copies the profile there
 #
@@ -149,16 +152,16 @@ check_redis() { # keys in Redis DB: count, sample values and TTLs
   return "$bad"
 }
 
-run_service() { # cache concurrency
-  local cache=$1 conc=$2 cache_url state out rc json rate
+run_service() { # cache concurrency label binary
+  local cache=$1 conc=$2 label=$3 bin=$4 cache_url state out rc json rate
   if [[ $cache == redis ]]; then
     cache_url="redis://127.0.0.1:6379/$REDIS_DB"
     FLUSH=1; "${REDIS[@]}" FLUSHDB >/dev/null
   else
     cache_url="memory://"
   fi
-  state="$WORK/state-$cache-$conc"; mkdir -p "$state"
-  log "service: cache=$cache concurrent_warmers=$conc max_batch_size=$BATCH (load $(loadavg))"
+  state="$WORK/state-$label-$cache-$conc"; mkdir -p "$state"
+  log "service $label ($bin): cache=$cache concurrent_warmers=$conc max_batch_size=$BATCH (load $(loadavg))"
   env WARMING_LISTEN="127.0.0.1:$SVC_PORT" \
       WARMING_ORIGIN_URL="$ORIGIN_URL/items/{key}" \
       WARMING_CACHE_URL="$cache_url" \
@@ -170,13 +173,13 @@ run_service() { # cache concurrency
       WARMING_BUILTIN_SCHEDULES=false \
       WARMING_STATE_DIR="$state" \
       WARMING_LOG=warn \
-      "$BIN" serve >"$WORK/service-$cache-$conc.log" 2>&1 &
+      "$bin" serve >"$WORK/service-$label-$cache-$conc.log" 2>&1 &
   SVC_PID=$!
-  wait_service "http://127.0.0.1:$SVC_PORT" "$SVC_PID" "$WORK/service-$cache-$conc.log" \
+  wait_service "http://127.0.0.1:$SVC_PORT" "$SVC_PID" "$WORK/service-$label-$cache-$conc.log" \
     service "127.0.0.1:$SVC_PORT"
   if [[ $PERF == 1 ]] && command -v perf >/dev/null 2>&1; then
     # shellcheck disable=SC2086 # BENCH_PERF_ARGS is a list of options
-    perf record ${BENCH_PERF_ARGS:--F 999} -p "$SVC_PID" -o "$WORK/perf-$cache-$conc.data" >/dev/null 2>&1 &
+    perf record ${BENCH_PERF_ARGS:--F 999} -p "$SVC_PID" -o "$WORK/perf-$label-$cache-$conc.data" >/dev/null 2>&1 &
     PERF_PID=$!
   fi
   local groups="warming=$SVC_PID;nginx=$NGINX_WORKER_PIDS"
@@ -187,17 +190,17 @@ run_service() { # cache concurrency
   json=$(cat "$WORK/driver.out")
   if [[ -n $PERF_PID ]]; then
     stop_pid "$PERF_PID" INT 10; PERF_PID=""
-    [[ -n ${BENCH_KEEP_PERF:-} ]] && cp "$WORK/perf-$cache-$conc.data" "$BENCH_KEEP_PERF"
+    [[ -n ${BENCH_KEEP_PERF:-} ]] && cp "$WORK/perf-$label-$cache-$conc.data" "$BENCH_KEEP_PERF"
     log "perf profile of the warming process, by object file:"
-    perf report -i "$WORK/perf-$cache-$conc.data" --sort dso --stdio 2>/dev/null |
+    perf report -i "$WORK/perf-$label-$cache-$conc.data" --sort dso --stdio 2>/dev/null |
       grep -v '^#' | grep '%' | head -8 >&2 || true
     log "perf profile of the warming process, top symbols:"
-    perf report -i "$WORK/perf-$cache-$conc.data" --sort dso,symbol --stdio 2>/dev/null |
+    perf report -i "$WORK/perf-$label-$cache-$conc.data" --sort dso,symbol --stdio 2>/dev/null |
       grep -v '^#' | grep '%' | head -40 | cut -c1-150 >&2 || true
   fi
-  [[ -n $json ]] || { tail -20 "$WORK/service-$cache-$conc.log" >&2; die "warm run failed"; }
-  printf '%s\n' "$json" >"$WORK/run-$cache-$conc.json"
-  python3 - "$WORK/run-$cache-$conc.json" <<'EOF' >&2
+  [[ -n $json ]] || { tail -20 "$WORK/service-$label-$cache-$conc.log" >&2; die "warm run failed"; }
+  printf '%s\n' "$json" >"$WORK/run-$label-$cache-$conc.json"
+  python3 - "$WORK/run-$label-$cache-$conc.json" <<'EOF' >&2
 import json, sys
 r = json.load(open(sys.argv[1]))
 m = r.get("metrics", {})
@@ -209,9 +212,9 @@ print(f"  service metrics: origin_requests {m.get('origin_requests')}, cache_wri
       f"{m.get('cache_writes')}, avg_duration_ms {m.get('avg_duration_ms')}, "
       f"emergency_stops {m.get('emergency_stops')}")
 EOF
-  rate=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["keys_per_s"])' "$WORK/run-$cache-$conc.json")
+  rate=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["keys_per_s"])' "$WORK/run-$label-$cache-$conc.json")
   local succeeded
-  succeeded=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["succeeded"])' "$WORK/run-$cache-$conc.json")
+  succeeded=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["succeeded"])' "$WORK/run-$label-$cache-$conc.json")
   if ((rc != 0)) || [[ $succeeded != "$KEYS" ]]; then
     log "CHECK FAILED: $succeeded of $KEYS keys succeeded (driver exit $rc)"; FAILED=1
   fi
@@ -219,16 +222,24 @@ EOF
   stop_pid "$SVC_PID" TERM 10; SVC_PID=""
   local cpu
   cpu=$(python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["cpu_cores"]
-print(" ".join("%s=%s" % (k, v) for k, v in c.items() if k != "machine_cores"))' "$WORK/run-$cache-$conc.json")
-  RESULTS+=("$cache|$conc|$rate|$(loadavg)|$cpu")
-  if [[ $cache == redis ]] && awk -v a="$rate" -v b="$BEST_RATE" 'BEGIN {exit !(a > b)}'; then
+print(" ".join("%s=%s" % (k, v) for k, v in c.items() if k != "machine_cores"))' "$WORK/run-$label-$cache-$conc.json")
+  RESULTS+=("$label|$cache|$conc|$rate|$(loadavg)|$cpu")
+  if [[ $cache == redis && $label == "$FIRST_LABEL" ]] &&
+    awk -v a="$rate" -v b="$BEST_RATE" 'BEGIN {exit !(a > b)}'; then
     BEST_RATE=$rate BEST_DESC="concurrent_warmers=$conc"
   fi
 }
 
+BINS=${BENCH_BINS:-"this=$BIN"}
+FIRST_LABEL=${BINS%%=*}
+for spec in $BINS; do
+  [[ -x ${spec#*=} ]] || die "BENCH_BINS: ${spec#*=} is not an executable"
+done
 for cache in $CACHES; do
   for conc in $CONCURRENCY; do
-    run_service "$cache" "$conc"
+    for spec in $BINS; do
+      run_service "$cache" "$conc" "${spec%%=*}" "${spec#*=}"
+    done
   done
 done
 
@@ -243,10 +254,10 @@ PCT=$(awk -v a="$BEST_RATE" -v b="$ORIGIN_RPS" 'BEGIN {printf "%.1f", 100 * a / 
   echo "== warm throughput: $KEYS keys, batch $BATCH, rate limit off, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   printf '%s\n' "${ORIGIN_LINES[@]}"
   echo "origin capacity used for the ratio (the higher one): $ORIGIN_RPS req/s (nginx, $NGINX_WORKERS workers)"
-  printf '%-7s %11s %10s %9s   %-15s  %s\n' cache concurrency keys/s "of origin" "load after" "CPU cores during the run"
+  printf '%-9s %-7s %11s %10s %9s   %-15s  %s\n' binary cache concurrency keys/s "of origin" "load after" "CPU cores during the run"
   for r in "${RESULTS[@]}"; do
-    IFS='|' read -r c n rate load cpu <<<"$r"
-    printf '%-7s %11s %10s %8s%%   %-15s  %s\n' "$c" "$n" "$rate" \
+    IFS='|' read -r b c n rate load cpu <<<"$r"
+    printf '%-9s %-7s %11s %10s %8s%%   %-15s  %s\n' "$b" "$c" "$n" "$rate" \
       "$(awk -v a="$rate" -v b="$ORIGIN_RPS" 'BEGIN {printf "%.1f", 100 * a / b}')" "$load" "$cpu"
   done
   if [[ $CACHES == *redis* ]]; then
