@@ -714,6 +714,7 @@ impl ServiceConfig {
             learned_idle_gate: self.learned_idle_gate,
             learned_band: Some(self.learned_band),
             learned_min_probability: self.learned_min_probability as f32,
+            seed: None,
         }
     }
 

@@ -146,6 +146,7 @@ impl ReplayArgs {
         }
         mode.predictor_settings.learned_band = Some(Duration::from_secs(self.learned_band));
         mode.predictor_settings.learned_min_probability = self.learned_min_probability;
+        mode.predictor_settings.seed = Some(self.seed);
         p.schedules = !self.no_schedules;
         p.refresh = !self.no_refresh;
         p.timezone = self.timezone.clone();

@@ -69,7 +69,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use compact_str::CompactString;
-use hashbrown::{DefaultHashBuilder, HashTable};
+use foldhash::fast::FixedState;
+use hashbrown::HashTable;
 use parking_lot::{Mutex, RwLock};
 
 use self::features::{Context, Features, KeyState, PrefixTable, features, prefix_of};
@@ -294,7 +295,9 @@ pub struct LearnedStats {
 /// The learned predictor (see the module doc).
 pub struct LearnedPredictor {
     cfg: LearnedConfig,
-    hasher: DefaultHashBuilder,
+    /// Seeded from `seed`: the same seed gives the same shards, samples and
+    /// answers (replay); the service seeds it at random.
+    hasher: FixedState,
     shards: Box<[Mutex<Shard>]>,
     prefixes: Box<[Mutex<PrefixTable>]>,
     base: AtomicU64,
@@ -321,7 +324,7 @@ impl LearnedPredictor {
         let per_shard = cfg.max_keys.div_ceil(SHARDS);
         let model = Logistic::new(cfg.learning_rate, cfg.l2);
         LearnedPredictor {
-            hasher: DefaultHashBuilder::default(),
+            hasher: FixedState::with_seed(cfg.seed),
             shards: (0..SHARDS)
                 .map(|i| {
                     let cap = if i < cfg.max_keys % SHARDS || cfg.max_keys % SHARDS == 0 {
@@ -364,6 +367,9 @@ impl LearnedPredictor {
     /// configuration: [`LearnedConfig::default`] adjusted by `settings`.
     pub fn from_settings(settings: &crate::predict::PredictorSettings) -> Self {
         let mut cfg = LearnedConfig {
+            seed: settings.seed.unwrap_or_else(|| {
+                std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64)
+            }),
             max_keys: settings.learned_max_keys,
             min_probability: settings.learned_min_probability,
             band: settings

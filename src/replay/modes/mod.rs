@@ -98,6 +98,7 @@ impl ModeConfig {
         let oracle_lead = (sim.ttl / 2.0).max(sim.latency * 2.0);
         let predictor_settings = crate::predict::PredictorSettings {
             default_ttl: std::time::Duration::from_secs_f64(sim.ttl.max(1.0)),
+            seed: Some(1),
             ..Default::default()
         };
         ModeConfig {
