@@ -472,6 +472,11 @@ pub struct ServiceConfig {
     /// A claimed key not acknowledged for this long is taken over by another
     /// instance (its owner is presumed dead). Default 30 s.
     pub visibility_timeout: Duration,
+    /// Append every recorded access to this file as JSON lines (the
+    /// `access-jsonl` format `warming replay` reads); unset = off.
+    pub access_log: Option<PathBuf>,
+    /// Rotate the access log to `<path>.1` past this many bytes. Default 256 MiB.
+    pub access_log_max_bytes: u64,
     /// ONNX model for the learned predictor (needs the `onnx` feature).
     pub predictor_model: Option<PathBuf>,
     /// Keys with learned-predictor feature state. Default 262,144.
@@ -533,6 +538,8 @@ impl Default for ServiceConfig {
             cluster_namespace: "default".into(),
             instance_id: None,
             visibility_timeout: Duration::from_secs(30),
+            access_log: None,
+            access_log_max_bytes: 256 << 20,
             predictor_model: None,
             learned_max_keys: 1 << 18,
             learned_idle_gate: None,
@@ -648,6 +655,14 @@ impl ServiceConfig {
                 message: "use 1 or more of A-Z a-z 0-9 - _ .".into(),
             });
         }
+        check_range(
+            &mut e,
+            "access_log_max_bytes",
+            self.access_log_max_bytes,
+            4096,
+            1 << 40,
+            "",
+        );
         check_range(
             &mut e,
             "learned_max_keys",
@@ -925,6 +940,10 @@ impl Settings {
         l.string("cluster_namespace", &mut s.cluster_namespace);
         l.opt_string("instance_id", &mut s.instance_id);
         l.duration("visibility_timeout", SECOND, &mut s.visibility_timeout);
+        let mut access_log: Option<String> = None;
+        l.opt_string("access_log", &mut access_log);
+        s.access_log = access_log.map(PathBuf::from);
+        l.parse("access_log_max_bytes", &mut s.access_log_max_bytes);
         let mut model: Option<String> = None;
         l.opt_string("predictor_model", &mut model);
         s.predictor_model = model.map(PathBuf::from);
@@ -1008,6 +1027,8 @@ pub const KNOWN_FIELDS: &[&str] = &[
     "cluster_namespace",
     "instance_id",
     "visibility_timeout",
+    "access_log",
+    "access_log_max_bytes",
     "predictor_model",
     "learned_max_keys",
     "learned_idle_gate",

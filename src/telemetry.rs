@@ -37,6 +37,8 @@ pub mod names {
     pub const CACHE_READS_TOTAL: &str = "warming_cache_reads_total";
     pub const EVENTS_DROPPED_TOTAL: &str = "warming_events_dropped_total";
     pub const FAILURES_BY_REASON: &str = "warming_failures_by_reason_total";
+    pub const ACCESS_LOG_WRITTEN_TOTAL: &str = "warming_access_log_written_total";
+    pub const ACCESS_LOG_DROPPED_TOTAL: &str = "warming_access_log_dropped_total";
 }
 
 const META: Metadata<'static> = Metadata::new("warming", Level::INFO, Some(module_path!()));
@@ -61,6 +63,7 @@ pub struct Telemetry {
     queue_length: Gauge,
     emergency_active: Gauge,
     events_dropped: Counter,
+    access_log: crate::access::log::LogCounters,
     mirror: Mirror,
 }
 
@@ -174,6 +177,16 @@ impl Telemetry {
             names::EVENTS_DROPPED_TOTAL,
             "Warm-completed events NATS could not take",
         );
+        let access_log = crate::access::log::LogCounters {
+            written: counter(
+                names::ACCESS_LOG_WRITTEN_TOTAL,
+                "Accesses written to the access log (WARMING_ACCESS_LOG)",
+            ),
+            dropped: counter(
+                names::ACCESS_LOG_DROPPED_TOTAL,
+                "Accesses the access log dropped because the disk fell behind",
+            ),
+        };
         // Make every series visible from the first scrape.
         for c in jobs_by_strategy
             .iter()
@@ -193,6 +206,8 @@ impl Telemetry {
             &skipped_recent,
             &accesses,
             &events_dropped,
+            &access_log.written,
+            &access_log.dropped,
         ] {
             c.increment(0);
         }
@@ -217,6 +232,7 @@ impl Telemetry {
             queue_length,
             emergency_active,
             events_dropped,
+            access_log,
             mirror: Mirror::default(),
         }
     }
@@ -313,6 +329,11 @@ impl Telemetry {
 
     pub fn skipped_recent(&self, n: u64) {
         self.skipped_recent.increment(n);
+    }
+
+    /// The access log's counters.
+    pub fn access_log_counters(&self) -> crate::access::log::LogCounters {
+        self.access_log.clone()
     }
 
     pub fn accesses_recorded(&self, n: u64) {

@@ -699,3 +699,77 @@ async fn the_predictor_is_chosen_by_configuration() {
     assert_eq!(body["error"]["fields"][0]["field"], "predictor");
     srv.shutdown().await;
 }
+
+/// With `WARMING_ACCESS_LOG`, every recorded access (`POST /warm/access`
+/// keys and timed events, `GET /cache` reads) lands in the log, which
+/// `GET /warm/access/log` exports (token required) in the format `warming
+/// replay` reads back with the same keys and times.
+#[tokio::test]
+async fn access_log_exports_what_replay_reads() {
+    use warming::replay::trace::{self, Clock, Format};
+    let origin = TestOrigin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("logs/access.jsonl");
+    let mut s = settings(&origin.url_template());
+    s.service.access_log = Some(path.clone());
+    s.service.api_token = Some("s3cret".into());
+    let srv = TestServer::start(s).await;
+    let auth = |r: reqwest::RequestBuilder| r.bearer_auth("s3cret");
+    let r = auth(srv.http.post(format!("{}/warm/access", srv.url)))
+        .json(&json!({"keys": ["user:1"], "events": [
+            {"key": "user:2", "at": 1_700_000_000},
+            {"key": "user:3", "at": "2023-11-14T22:13:21Z"}
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let (status, _) = srv.get("/cache/page:9").await;
+    assert_eq!(status, StatusCode::OK);
+
+    // The export lists the keys clients read: it needs the token.
+    let (status, body) = srv.get("/warm/access/log").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let r = auth(srv.http.get(format!("{}/warm/access/log", srv.url)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "application/x-ndjson");
+    let text = r.text().await.unwrap();
+    let export = dir.path().join("export.jsonl");
+    std::fs::write(&export, &text).unwrap();
+    let clock = Clock {
+        start: 0.0,
+        rate: 1.0,
+    };
+    let read: Vec<(String, f64)> = trace::open(&export, Format::AccessJsonl, clock)
+        .unwrap()
+        .map(|r| {
+            let r = r.unwrap();
+            (r.key.to_string(), r.at)
+        })
+        .collect();
+    let keys: Vec<&str> = read.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["user:1", "user:2", "user:3", "page:9"], "{text}");
+    assert_eq!(read[1].1, 1_700_000_000.0);
+    assert_eq!(read[2].1, 1_700_000_001.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((read[0].1 - now).abs() < 60.0 && (read[3].1 - now).abs() < 60.0);
+    // The file itself holds the same lines once written.
+    srv.shutdown().await;
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+}
+
+#[tokio::test]
+async fn access_log_export_is_404_when_off() {
+    let origin = TestOrigin::start().await;
+    let srv = TestServer::start(settings(&origin.url_template())).await;
+    let (status, body) = srv.get("/warm/access/log").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error_code(&body), "access_log_off");
+    srv.shutdown().await;
+}

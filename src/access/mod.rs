@@ -69,6 +69,7 @@
 //! All methods take `&self`. [`AccessTracker::for_each`] calls its closure
 //! with one shard locked: the closure must not call back into the tracker.
 
+pub mod log;
 pub mod topk;
 
 use std::hash::BuildHasher;

@@ -46,6 +46,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/warm/pattern", post(warm::warm_pattern))
         .route("/warm/trigger-predictive", post(warm::trigger_predictive))
         .route("/warm/access", post(warm::record_access))
+        .route("/warm/access/log", get(ops::access_log))
         .route("/warm/jobs/{job_id}", get(warm::job))
         .route("/warm/status", get(control::status))
         .route(
@@ -81,12 +82,15 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .with_state(state)
 }
 
-/// Mutating requests need `Authorization: Bearer <WARMING_API_TOKEN>` when a token is set.
+/// Mutating requests, and the access-log export (it lists the keys clients
+/// read), need `Authorization: Bearer <WARMING_API_TOKEN>` when a token is set.
 async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let Some(token) = &state.token else {
         return next.run(req).await;
     };
-    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+        && req.uri().path() != "/warm/access/log"
+    {
         return next.run(req).await;
     }
     let given = req

@@ -1,4 +1,5 @@
-//! Handlers of the read-through cache, the SSE event stream, metrics and health.
+//! Handlers of the read-through cache, the SSE event stream, the access-log
+//! export, metrics and health.
 
 use std::convert::Infallible;
 
@@ -13,6 +14,56 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use super::AppState;
 use super::error::ApiError;
 use crate::keys::validate_key;
+
+/// `GET /warm/access/log`: the access log (`WARMING_ACCESS_LOG`) as JSON
+/// lines, the rotated file first, up to date to this request (what was
+/// buffered is written first). Needs the API token when one is set: it lists
+/// the keys clients read.
+pub async fn access_log(State(s): State<AppState>) -> Result<Response, ApiError> {
+    use tokio::io::AsyncReadExt;
+    let log = s.engine.access_log().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "access_log_off",
+            "the access log is off; set WARMING_ACCESS_LOG to a file path",
+        )
+    })?;
+    let unavailable = |e: std::io::Error| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "access_log_unavailable",
+            format!("cannot read the access log: {e}"),
+        )
+    };
+    log.flush().await.map_err(unavailable)?;
+    let open = |path: std::path::PathBuf| async move {
+        match tokio::fs::File::open(&path).await {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    };
+    let rotated = open(log.rotated_path()).await.map_err(unavailable)?;
+    let current = open(log.path().to_path_buf()).await.map_err(unavailable)?;
+    let empty = || tokio::io::empty();
+    let reader = match (rotated, current) {
+        (Some(a), Some(b)) => {
+            Box::pin(a.chain(b)) as std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>
+        }
+        (Some(a), None) => Box::pin(a),
+        (None, Some(b)) => Box::pin(b),
+        (None, None) => Box::pin(empty()),
+    };
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(reader));
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        )],
+        body,
+    )
+        .into_response())
+}
 
 /// `GET /cache/{key}`: the value, with `X-Cache: hit | miss | coalesced`.
 pub async fn read_cache(

@@ -464,12 +464,11 @@ impl Engine {
         let e = self.clone();
         self.background.spawn(async move {
             while let Some(batch) = rx.recv().await {
-                let predictor = e.predictor.load();
-                for a in &batch {
-                    let at = a.at_ms / 1000;
-                    e.tracker.record(&a.key, at);
-                    predictor.observe(&a.key, at);
-                }
+                let accesses: Vec<(&str, u64)> = batch
+                    .iter()
+                    .map(|a| (a.key.as_str(), a.at_ms / 1000))
+                    .collect();
+                e.note_accesses(&accesses, false);
             }
         });
 

@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::access::AccessTracker;
+use crate::access::log::AccessLog;
 use crate::cache::batch::BatchWriter;
 use crate::cache::{self, Cache};
 use crate::config::{
@@ -182,6 +183,8 @@ pub struct Engine {
     config_lock: tokio::sync::Mutex<()>,
     /// Set when instances coordinate through Redis.
     pub(crate) cluster: Option<Arc<ClusterLink>>,
+    /// Set with `WARMING_ACCESS_LOG`.
+    access_log: Option<Arc<AccessLog>>,
 }
 
 fn now_unix() -> u64 {
@@ -251,7 +254,15 @@ impl Engine {
             watch.clone(),
         );
         let writer = BatchWriter::spawn(cache.clone(), tunables.clone());
+        let access_log = service.access_log.clone().map(|path| {
+            AccessLog::new(
+                path,
+                service.access_log_max_bytes,
+                telemetry.access_log_counters(),
+            )
+        });
         let engine = Arc::new(Engine {
+            access_log,
             tracker: Arc::new(AccessTracker::new(
                 service.tracker_max_keys,
                 service.tracker_bucket,
@@ -309,6 +320,9 @@ impl Engine {
 
     fn spawn_background(self: &Arc<Self>) {
         let stop = self.background_stop.clone();
+        if let Some(log) = &self.access_log {
+            self.background.spawn(log.clone().run(stop.clone()));
+        }
         self.background
             .spawn(self.scheduler.clone().run(self.clone(), stop.clone()));
         let e = self.clone();
@@ -764,27 +778,38 @@ impl Engine {
             }
             batch.push((ev.key.as_str(), at));
         }
+        self.note_accesses(&batch, true);
+        Ok(batch.len())
+    }
+
+    /// Every access the service learns of: into the tracker, the predictor
+    /// and the access log, and, when it arrived at this instance, to the
+    /// other instances.
+    pub(crate) fn note_accesses(&self, batch: &[(&str, u64)], arrived_here: bool) {
         let predictor = self.predictor.load();
-        for (k, at) in &batch {
-            self.tracker.record(k, *at);
-            predictor.observe(k, *at);
-            if let Some(c) = &self.cluster {
-                c.buffer_access(k, *at);
+        for &(k, at) in batch {
+            self.tracker.record(k, at);
+            predictor.observe(k, at);
+            if let (Some(c), true) = (&self.cluster, arrived_here) {
+                c.buffer_access(k, at);
             }
         }
-        self.telemetry.accesses_recorded(batch.len() as u64);
-        Ok(batch.len())
+        if let Some(log) = &self.access_log {
+            log.record(batch.iter().copied());
+        }
+        if arrived_here {
+            self.telemetry.accesses_recorded(batch.len() as u64);
+        }
+    }
+
+    /// The access log, when `WARMING_ACCESS_LOG` is set.
+    pub fn access_log(&self) -> Option<&Arc<AccessLog>> {
+        self.access_log.as_ref()
     }
 
     /// `GET /cache/{key}`: read through the cache, recording the access.
     pub async fn read(&self, key: &str) -> Result<(Bytes, ReadSource), ReadError> {
-        let now = now_unix();
-        self.tracker.record(key, now);
-        self.predictor.load().observe(key, now);
-        if let Some(c) = &self.cluster {
-            c.buffer_access(key, now);
-        }
-        self.telemetry.accesses_recorded(1);
+        self.note_accesses(&[(key, now_unix())], true);
         let r = self.readthrough.get(key).await;
         if let Ok((_, src)) = &r {
             self.telemetry.cache_read(*src);
