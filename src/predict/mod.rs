@@ -35,6 +35,8 @@ pub trait Predictor: Send + Sync {
     /// Periodic housekeeping (training, decay); the service calls it every
     /// few seconds, replay at the same virtual cadence.
     fn tick(&self, _now_unix_secs: u64) {}
+    /// The service's `default_ttl` changed at run time (`POST /warm/config`).
+    fn ttl_changed(&self, _ttl: Duration) {}
     /// Up to `limit` keys, best first.
     fn predict(
         &self,

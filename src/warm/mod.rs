@@ -917,6 +917,8 @@ impl Engine {
                 }]
             })?;
             self.predictor.store(Arc::new(predictor));
+        } else if next.default_ttl != current.default_ttl {
+            self.predictor.load().ttl_changed(next.default_ttl);
         }
         if next.max_origin_rps != current.max_origin_rps {
             self.limiter.set_rate(next.max_origin_rps);

@@ -19,8 +19,9 @@
 //!   gate: their value expires now, or would expire again now had it been
 //!   warmed at its last expiry (so a key warmed once gives its place to
 //!   others until its warmed value nears expiry). Gate: the TTL
-//!   (`WARMING_LEARNED_IDLE_GATE`, else `WARMING_DEFAULT_TTL`, else 3600 s;
-//!   0 = off, every key is a candidate); band: 120 s
+//!   (`WARMING_LEARNED_IDLE_GATE`, else the service's `default_ttl`,
+//!   following its run-time changes; 0 = off, every key is a candidate);
+//!   band: 120 s
 //!   (`WARMING_LEARNED_BAND`). Other keys are never predicted.
 //! - **Training** ([`Predictor::tick`]): every `sample_every` seconds the
 //!   predictor snapshots the feature vectors of `samples` candidate keys
@@ -135,7 +136,7 @@ pub struct LearnedConfig {
 /// misses are re-reads after a gap longer than the TTL). The predictor does
 /// not know the TTL: [`LearnedPredictor::from_settings`] takes it from
 /// `WARMING_LEARNED_IDLE_GATE` (seconds, 0 = off), else the service's
-/// `default_ttl`.
+/// `default_ttl` ([`Gate::Ttl`], updated by [`Predictor::ttl_changed`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gate {
     /// Every key is a candidate.
@@ -144,6 +145,9 @@ pub enum Gate {
     Window,
     /// The gate is this many seconds.
     Secs(u32),
+    /// The gate is the service's `default_ttl` (these many seconds at first),
+    /// following its changes ([`Predictor::ttl_changed`]).
+    Ttl(u32),
 }
 
 impl Default for LearnedConfig {
@@ -159,7 +163,7 @@ impl Default for LearnedConfig {
             learning_rate: 0.05,
             l2: 1e-5,
             seed: 0x5eed,
-            gate: Gate::Secs(DEFAULT_TTL_SECS),
+            gate: Gate::Ttl(DEFAULT_TTL_SECS),
             min_probability: 0.0,
             band: Some(DEFAULT_BAND_SECS),
         }
@@ -304,6 +308,8 @@ pub struct LearnedPredictor {
     horizon: AtomicU32,
     /// The gate in seconds, from the latest `predict` call.
     gate_secs: AtomicU32,
+    /// The service's `default_ttl`, seconds (the gate under [`Gate::Ttl`]).
+    ttl_secs: AtomicU32,
     /// The window of the latest `predict` call, seconds.
     window_secs: AtomicU32,
     trainer: Mutex<Trainer>,
@@ -347,7 +353,11 @@ impl LearnedPredictor {
             gate_secs: AtomicU32::new(match cfg.gate {
                 Gate::Off => 0,
                 Gate::Window => DEFAULT_WINDOW_SECS,
-                Gate::Secs(s) => s,
+                Gate::Secs(s) | Gate::Ttl(s) => s,
+            }),
+            ttl_secs: AtomicU32::new(match cfg.gate {
+                Gate::Ttl(s) => s,
+                _ => DEFAULT_TTL_SECS,
             }),
             trainer: Mutex::new(Trainer {
                 model: model.clone(),
@@ -377,11 +387,11 @@ impl LearnedPredictor {
                 .map(|b| b.as_secs().min(u64::from(u32::MAX)) as u32),
             ..LearnedConfig::default()
         };
-        let gate = settings.learned_idle_gate.unwrap_or(settings.default_ttl);
-        cfg.gate = if gate.is_zero() {
-            Gate::Off
-        } else {
-            Gate::Secs(gate.as_secs().clamp(1, u64::from(u32::MAX)) as u32)
+        let secs = |d: Duration| d.as_secs().clamp(1, u64::from(u32::MAX)) as u32;
+        cfg.gate = match settings.learned_idle_gate {
+            Some(gate) if gate.is_zero() => Gate::Off,
+            Some(gate) => Gate::Secs(secs(gate)),
+            None => Gate::Ttl(secs(settings.default_ttl)),
         };
         #[allow(unused_mut)]
         let mut p = LearnedPredictor::new(cfg);
@@ -658,6 +668,14 @@ impl Predictor for LearnedPredictor {
             .hit(prefix_hash, rel);
     }
 
+    fn ttl_changed(&self, ttl: Duration) {
+        let secs = ttl.as_secs().clamp(1, u64::from(u32::MAX)) as u32;
+        self.ttl_secs.store(secs, Ordering::Relaxed);
+        if matches!(self.cfg.gate, Gate::Ttl(_)) {
+            self.gate_secs.store(secs, Ordering::Relaxed);
+        }
+    }
+
     fn tick(&self, now_unix_secs: u64) {
         let base = self.base.load(Ordering::Relaxed);
         if base == UNSET {
@@ -697,6 +715,7 @@ impl Predictor for LearnedPredictor {
             Gate::Off => 0,
             Gate::Window => window.as_secs().min(u64::from(u32::MAX)) as u32,
             Gate::Secs(s) => s,
+            Gate::Ttl(_) => self.ttl_secs.load(Ordering::Relaxed),
         };
         self.gate_secs.store(gate, Ordering::Relaxed);
         let band = band(window, gate, self.cfg.band);

@@ -272,3 +272,41 @@ fn onnx_model_scores_like_the_built_in_prior() {
     assert_eq!(keys, ["busy", "quiet"]);
     assert!(onnx::OnnxModel::load(std::path::Path::new("/nonexistent.onnx")).is_err());
 }
+
+/// With no explicit gate the gate is the service's TTL, and it follows a
+/// run-time change of `default_ttl`: a key idle for 10 minutes is about to
+/// expire under a 600 s TTL, not under the 3600 s one.
+#[test]
+fn the_default_gate_follows_the_ttl() {
+    let settings = crate::predict::PredictorSettings {
+        default_ttl: Duration::from_secs(3600),
+        seed: Some(1),
+        ..Default::default()
+    };
+    let p = LearnedPredictor::from_settings(&settings);
+    let tracker = AccessTracker::new(1000, Duration::from_secs(900));
+    for k in ["idle-10m", "other"] {
+        p.observe(k, T0);
+        tracker.record(k, T0);
+    }
+    p.observe("other", T0 + 300);
+    let now = T0 + 600;
+    let window = Duration::from_secs(300);
+    let keys = |p: &LearnedPredictor| -> Vec<String> {
+        p.predict(&tracker, now, window, 10)
+            .into_iter()
+            .map(|x| x.key)
+            .collect()
+    };
+    assert!(keys(&p).is_empty(), "nothing is near a 3600 s expiry");
+    p.ttl_changed(Duration::from_secs(600));
+    assert_eq!(keys(&p), ["idle-10m"]);
+    // An explicit gate does not move.
+    let fixed = LearnedPredictor::from_settings(&crate::predict::PredictorSettings {
+        learned_idle_gate: Some(Duration::from_secs(3600)),
+        ..settings
+    });
+    fixed.observe("idle-10m", T0);
+    fixed.ttl_changed(Duration::from_secs(600));
+    assert!(keys(&fixed).is_empty());
+}
