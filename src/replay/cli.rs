@@ -85,6 +85,10 @@ pub struct ReplayArgs {
     /// service's `WARMING_LEARNED_BAND`).
     #[arg(long, default_value_t = 120)]
     pub learned_band: u64,
+    /// learned: the idle gate in seconds, 0 = off (`WARMING_LEARNED_IDLE_GATE`;
+    /// default: the TTL).
+    #[arg(long)]
+    pub learned_idle_gate: Option<u64>,
     /// learned: lowest probability predicted (`WARMING_LEARNED_MIN_PROBABILITY`).
     #[arg(long, default_value_t = 0.0)]
     pub learned_min_probability: f32,
@@ -147,6 +151,7 @@ impl ReplayArgs {
         mode.predictor_settings.learned_band = Some(Duration::from_secs(self.learned_band));
         mode.predictor_settings.learned_min_probability = self.learned_min_probability;
         mode.predictor_settings.seed = Some(self.seed);
+        mode.predictor_settings.learned_idle_gate = self.learned_idle_gate.map(Duration::from_secs);
         p.schedules = !self.no_schedules;
         p.refresh = !self.no_refresh;
         p.timezone = self.timezone.clone();

@@ -711,16 +711,17 @@ impl Engine {
             None => refresh::budget_limit(f64::from(t.max_origin_rps), until_next)
                 .min(self.service.max_keys_per_request),
         };
-        let keys = self.predicted_keys(limit).await?;
+        let keys = self.predicted_keys(refresh::candidates(limit)).await?;
         if keys.is_empty() {
             return Ok(None);
         }
         let ttls = self.cache.ttl_many(&keys).await?;
         let horizon = until_next + t.origin_timeout;
-        let due: Vec<String> = refresh::due(keys.into_iter().zip(ttls), |(_, ttl)| *ttl, horizon)
-            .into_iter()
-            .map(|(key, _)| key)
-            .collect();
+        let due: Vec<String> =
+            refresh::due(keys.into_iter().zip(ttls), |(_, ttl)| *ttl, horizon, limit)
+                .into_iter()
+                .map(|(key, _)| key)
+                .collect();
         if due.is_empty() {
             return Ok(None);
         }

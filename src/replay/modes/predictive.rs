@@ -270,7 +270,7 @@ impl Predictive {
                     .warm_limit
                     .or(limit)
                     .unwrap_or_else(|| refresh::budget_limit(self.sim.cfg.rps, until_next));
-                let planned = self.choose(now, limit, strategy, priority);
+                let planned = self.choose(now, refresh::candidates(limit), strategy, priority);
                 let horizon = until_next + secs(self.sim.cfg.latency);
                 let sim = &self.sim;
                 let key_space = self.key_space;
@@ -279,7 +279,7 @@ impl Predictive {
                     let left = sim.valid_until(id) - now;
                     (left > 0.0).then(|| secs(left))
                 };
-                for p in refresh::due(planned, remaining, horizon) {
+                for p in refresh::due(planned, remaining, horizon, limit) {
                     self.enqueue(now, &p.key, p.priority);
                 }
             }
