@@ -57,6 +57,9 @@ pub struct AccessLog {
     path: PathBuf,
     max_bytes: u64,
     buffer: Mutex<Vec<(String, u64)>>,
+    /// One flush at a time (the writer task and the export endpoint), so
+    /// batches land in order and a rotation is not done twice.
+    writing: tokio::sync::Mutex<()>,
     counters: LogCounters,
 }
 
@@ -68,6 +71,7 @@ impl AccessLog {
             path,
             max_bytes: max_bytes.max(1),
             buffer: Mutex::new(Vec::new()),
+            writing: tokio::sync::Mutex::new(()),
             counters,
         })
     }
@@ -101,14 +105,30 @@ impl AccessLog {
     }
 
     /// Writes what is buffered now; returns when it is on disk (flushed to
-    /// the OS). For the writer task, shutdown and tests.
+    /// the OS). For the writer task, shutdown and tests. A batch that cannot
+    /// be written is counted as dropped.
     pub async fn flush(&self) -> std::io::Result<()> {
+        let _writing = self.writing.lock().await;
         let batch = std::mem::take(&mut *self.buffer.lock());
         if batch.is_empty() {
             return Ok(());
         }
+        match self.append(&batch).await {
+            Ok(()) => {
+                self.counters.written.increment(batch.len() as u64);
+                Ok(())
+            }
+            Err(e) => {
+                self.counters.dropped.increment(batch.len() as u64);
+                Err(e)
+            }
+        }
+    }
+
+    /// Appends `batch` as JSON lines, rotating first if it would pass `max_bytes`.
+    async fn append(&self, batch: &[(String, u64)]) -> std::io::Result<()> {
         let mut text = Vec::with_capacity(batch.len() * 48);
-        for (key, at) in &batch {
+        for (key, at) in batch {
             serde_json::to_writer(&mut text, &Line { key, at: *at })
                 .map_err(std::io::Error::other)?;
             text.push(b'\n');
@@ -129,9 +149,7 @@ impl AccessLog {
             .open(&self.path)
             .await?;
         file.write_all(&text).await?;
-        file.flush().await?;
-        self.counters.written.increment(batch.len() as u64);
-        Ok(())
+        file.flush().await
     }
 
     /// The writer: flushes every [`FLUSH_EVERY`] until `stop`, then once more.

@@ -1161,23 +1161,11 @@ impl Submitted {
 }
 
 impl Engine {
-    /// Time from now to the firing of `spec` after `firing` (60 s if the
-    /// cron or its zone cannot say; at least 1 s).
-    fn until_next_firing(
-        &self,
-        spec: &ScheduleSpec,
-        firing: chrono::DateTime<chrono::Utc>,
-    ) -> Duration {
-        let zone = spec.timezone.as_deref().unwrap_or(&self.service.timezone);
-        let next = crate::schedule::parse_cron(&spec.cron)
-            .ok()
-            .zip(zone.parse::<chrono_tz::Tz>().ok())
-            .and_then(|(cron, tz)| {
-                cron.find_next_occurrence(&firing.with_timezone(&tz), false)
-                    .ok()
-            })
-            .map(|next| next.with_timezone(&chrono::Utc));
-        match next {
+    /// Time from now to the next firing of schedule `name` (the scheduler
+    /// arms it before running the current one); 60 s if it has none, at
+    /// least 1 s.
+    fn until_next_firing(&self, name: &str) -> Duration {
+        match self.scheduler.get(name).and_then(|v| v.next_run) {
             Some(next) => (next - chrono::Utc::now())
                 .to_std()
                 .unwrap_or_default()
@@ -1230,7 +1218,7 @@ impl ScheduleRunner for Engine {
                 self.warm_pattern_as(req, &source).await.map(|r| r.job_id)
             }
             ScheduleAction::Refresh { limit } => {
-                let until_next = self.until_next_firing(spec, firing);
+                let until_next = self.until_next_firing(&spec.name);
                 self.refresh_expiring(*limit, until_next, priority, spec.strategy, &source)
                     .await
                     .map(|job| job.unwrap_or_else(|| "nothing to refresh".into()))
