@@ -39,6 +39,8 @@ pub const MAX_NAME_LEN: usize = 64;
 pub const MAX_ACTION_LIMIT: usize = 100_000;
 /// Most keys of a `keys` action.
 pub const MAX_ACTION_KEYS: usize = 10_000;
+/// Priority of the built-in `expiry-refresh` schedule's keys.
+pub const REFRESH_PRIORITY: u8 = 20;
 /// Names of the built-in schedules, reserved even when they are turned off.
 pub const BUILTIN_NAMES: [&str; 4] = [
     "daily-warmup",
@@ -222,12 +224,14 @@ pub fn builtin_specs() -> Vec<ScheduleSpec> {
         predictive("peak-hours-warmup", "0 7,11,17 * * *", 100, Some(90)),
         // Every minute: predicted keys whose value would expire before the
         // next minute are refreshed, so a hot key never expires under load.
+        // Background upkeep: below the default priority, so explicit
+        // requests are not kept waiting behind it.
         ScheduleSpec {
             name: "expiry-refresh".into(),
             cron: "* * * * *".into(),
             timezone: None,
             action: ScheduleAction::Refresh { limit: None },
-            priority: None,
+            priority: Some(REFRESH_PRIORITY),
             strategy: None,
         },
     ]
