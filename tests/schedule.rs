@@ -31,13 +31,13 @@ impl ScheduleRunner for Recorder {
         &self,
         spec: &ScheduleSpec,
         _firing: chrono::DateTime<chrono::Utc>,
-    ) -> Result<String, String> {
+    ) -> Result<Option<String>, String> {
         let mut calls = self.calls.lock().unwrap();
         calls.push(spec.name.clone());
         if spec.name == "failing" {
             return Err("origin down".into());
         }
-        Ok(format!("job-{}", calls.len()))
+        Ok(Some(format!("job-{}", calls.len())))
     }
 }
 

@@ -124,14 +124,15 @@ pub enum ScheduleError {
 /// Runs a schedule's action (implemented by the warm engine).
 #[async_trait]
 pub trait ScheduleRunner: Send + Sync {
-    /// Queues the action's keys; returns the job id.
-    /// `firing` is the scheduled instant (the same on every instance), so a
-    /// cluster can run each firing once.
+    /// Queues the action's keys; returns the job id, or `None` when no job
+    /// was started (nothing to refresh, or another instance runs this
+    /// firing). `firing` is the scheduled instant (the same on every
+    /// instance), so a cluster can run each firing once.
     async fn run_schedule(
         &self,
         spec: &ScheduleSpec,
         firing: DateTime<Utc>,
-    ) -> Result<String, String>;
+    ) -> Result<Option<String>, String>;
 }
 
 /// Holds every schedule and fires them on time.
@@ -614,7 +615,7 @@ impl Scheduler {
     }
 
     /// Records the outcome of a run of the entry `id`, if it still exists.
-    fn record(&self, id: u64, started: DateTime<Utc>, outcome: Result<String, String>) {
+    fn record(&self, id: u64, started: DateTime<Utc>, outcome: Result<Option<String>, String>) {
         let mut state = self.lock();
         let Some(e) = state.entries_mut().find(|e| e.id == id) else {
             return;
@@ -624,7 +625,9 @@ impl Scheduler {
         e.last_run = Some(started);
         match outcome {
             Ok(job_id) => {
-                e.last_job_id = Some(job_id);
+                if job_id.is_some() {
+                    e.last_job_id = job_id;
+                }
                 e.last_error = None;
             }
             Err(err) => {
@@ -983,7 +986,7 @@ mod tests {
         // Still running at the next slot: skipped, not queued twice.
         let later = earliest.unwrap();
         assert!(s.take_due(later).0.is_empty());
-        s.record(due[0].0, now, Ok("job-1".into()));
+        s.record(due[0].0, now, Ok(Some("job-1".into())));
         let v = s.get("every").unwrap();
         assert_eq!(
             (v.runs, v.last_job_id.as_deref(), v.last_run),
@@ -991,5 +994,13 @@ mod tests {
         );
         s.record(due[0].0, now, Err("boom".into()));
         assert_eq!(s.get("every").unwrap().last_error.as_deref(), Some("boom"));
+        // A firing that started no job counts as a run, clears the error
+        // and keeps the last job id.
+        s.record(due[0].0, now, Ok(None));
+        let v = s.get("every").unwrap();
+        assert_eq!(
+            (v.runs, v.last_job_id.as_deref(), v.last_error),
+            (3, Some("job-1"), None)
+        );
     }
 }

@@ -1181,7 +1181,7 @@ impl ScheduleRunner for Engine {
         &self,
         spec: &ScheduleSpec,
         firing: chrono::DateTime<chrono::Utc>,
-    ) -> Result<String, String> {
+    ) -> Result<Option<String>, String> {
         if let Some(c) = &self.cluster {
             let mine = c
                 .firing
@@ -1189,7 +1189,8 @@ impl ScheduleRunner for Engine {
                 .await
                 .map_err(|e| format!("cannot claim the firing: {e}"))?;
             if !mine {
-                return Ok("run by another instance".into());
+                // Another instance runs this firing.
+                return Ok(None);
             }
         }
         let source = format!("schedule:{}", spec.name);
@@ -1206,7 +1207,7 @@ impl ScheduleRunner for Engine {
                     &source,
                 )
                 .await
-                .map(|r| r.job_id),
+                .map(|r| Some(r.job_id)),
             ScheduleAction::Pattern { pattern, limit } => {
                 let req = WarmPatternRequest {
                     pattern: pattern.clone(),
@@ -1215,19 +1216,20 @@ impl ScheduleRunner for Engine {
                     strategy: spec.strategy,
                     force: false,
                 };
-                self.warm_pattern_as(req, &source).await.map(|r| r.job_id)
+                self.warm_pattern_as(req, &source)
+                    .await
+                    .map(|r| Some(r.job_id))
             }
             ScheduleAction::Refresh { limit } => {
                 let until_next = self.until_next_firing(&spec.name);
                 self.refresh_expiring(*limit, until_next, priority, spec.strategy, &source)
                     .await
-                    .map(|job| job.unwrap_or_else(|| "nothing to refresh".into()))
             }
             ScheduleAction::Keys { keys } => {
                 self.check_accepting().map_err(|e| e.to_string())?;
                 self.submit(&source, keys.clone(), priority, spec.strategy, false, None)
                     .await
-                    .map(|s| s.job_id)
+                    .map(|s| Some(s.job_id))
             }
         };
         result.map_err(|e| e.to_string())
