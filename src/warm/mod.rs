@@ -731,6 +731,19 @@ impl Engine {
         Ok(Some(s.job_id))
     }
 
+    /// Time from now to the next firing of schedule `name` (the scheduler
+    /// arms it before running the current one); 60 s if it has none, at
+    /// least 1 s.
+    fn until_next_firing(&self, name: &str) -> Duration {
+        match self.scheduler.get(name).and_then(|v| v.next_run) {
+            Some(next) => (next - chrono::Utc::now())
+                .to_std()
+                .unwrap_or_default()
+                .max(Duration::from_secs(1)),
+            None => Duration::from_secs(60),
+        }
+    }
+
     /// `POST /warm/access`: returns how many accesses were recorded.
     pub fn record_access(&self, req: AccessRequest) -> Result<usize, EngineError> {
         let total = req.keys.len() + req.events.len();
@@ -1156,21 +1169,6 @@ impl Submitted {
             estimated_time_ms: self.estimated_time_ms,
             deduplicated: self.deduplicated,
             skipped_recent: self.skipped_recent,
-        }
-    }
-}
-
-impl Engine {
-    /// Time from now to the next firing of schedule `name` (the scheduler
-    /// arms it before running the current one); 60 s if it has none, at
-    /// least 1 s.
-    fn until_next_firing(&self, name: &str) -> Duration {
-        match self.scheduler.get(name).and_then(|v| v.next_run) {
-            Some(next) => (next - chrono::Utc::now())
-                .to_std()
-                .unwrap_or_default()
-                .max(Duration::from_secs(1)),
-            None => Duration::from_secs(60),
         }
     }
 }
