@@ -15,6 +15,7 @@ use warming::cluster::{
     Membership, SharedState, StreamQueue,
 };
 use warming::config::Strategy;
+use warming::events::WarmStatus;
 use warming::warm::queue::Task;
 
 const URL: &str = "redis://127.0.0.1:6379/11";
@@ -655,4 +656,52 @@ async fn accesses_reach_every_other_instance_and_not_the_writer() {
     r1.await.unwrap();
     r2.await.unwrap();
     cleanup(&c1).await;
+}
+
+/// `ClusterLink::finish_key` records a key's end (warmed mark, job outcome,
+/// lease release) in one pipeline, and, when Redis has forgotten the
+/// scripts (a restart; here `SCRIPT FLUSH`), still records it step by step.
+#[tokio::test]
+async fn finishing_a_key_records_outcome_mark_and_release_even_without_scripts() {
+    use warming::config::{Coordination, ServiceConfig, Tunables};
+    use warming::protocol::KeyOutcome;
+    use warming::warm::cluster_link::ClusterLink;
+    let ns = namespace("finish");
+    let service = ServiceConfig {
+        coordination: Coordination::Redis,
+        coordination_url: Some(URL.into()),
+        cluster_namespace: ns.clone(),
+        instance_id: Some("i1".into()),
+        ..ServiceConfig::default()
+    };
+    let link = ClusterLink::connect(&service, &Tunables::default())
+        .await
+        .unwrap();
+    let keys = [("a".to_string(), "queued"), ("b".to_string(), "queued")];
+    link.jobs
+        .create("job-f", "api", Strategy::Selective, &keys)
+        .await
+        .unwrap();
+    // "a": no script loaded, so the pipeline fails and the steps run one by
+    // one (loading the scripts); "b": the one-round-trip pipeline.
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut link.leases.connection())
+        .await
+        .unwrap();
+    for (round, key) in ["a", "b"].into_iter().enumerate() {
+        assert!(link.take_lease(key, Duration::from_secs(30)).await.unwrap());
+        let outcome = KeyOutcome::finished(key.into(), WarmStatus::Success, 1, 5, None);
+        assert!(
+            link.finish_key("job-f", &outcome, Some(Duration::from_secs(30)))
+                .await,
+            "round {round}"
+        );
+        assert!(link.leases.recently_warmed(key).await.unwrap(), "{key}");
+        assert_eq!(link.leases.holder(key).await.unwrap(), None, "{key}");
+    }
+    let job = link.jobs.view("job-f").await.unwrap().unwrap();
+    assert_eq!((job.succeeded, job.queued), (2, 0), "{job:?}");
+    let coord = instance(&ns).await;
+    cleanup(&coord).await;
 }

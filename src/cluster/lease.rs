@@ -140,6 +140,30 @@ impl Leases {
         Ok(n == 1)
     }
 
+    /// Adds [`Leases::release`] to `pipe` (its script must be loaded: a
+    /// pipeline does not load scripts; `release` does).
+    pub fn add_release(&self, pipe: &mut redis::Pipeline, key: &str, owner: &str) {
+        pipe.invoke_script(self.release.key(self.lease_key(key)).arg(owner))
+            .ignore();
+    }
+
+    /// Adds [`Leases::mark_warmed`] to `pipe`.
+    pub fn add_mark_warmed(&self, pipe: &mut redis::Pipeline, key: &str, interval: Duration) {
+        if !interval.is_zero() {
+            pipe.cmd("SET")
+                .arg(self.warmed_key(key))
+                .arg(1)
+                .arg("PX")
+                .arg(millis(interval))
+                .ignore();
+        }
+    }
+
+    /// A connection to the coordination Redis, for a pipeline of the above.
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
     /// The current holder of the lease, if any.
     pub async fn holder(&self, key: &str) -> Result<Option<String>> {
         let mut conn = self.conn.clone();

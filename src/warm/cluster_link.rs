@@ -28,6 +28,7 @@ use crate::cluster::{
 };
 use crate::config::{ServiceConfig, Tunables};
 use crate::origin::limiter::RateGate;
+use crate::protocol::KeyOutcome;
 
 /// Shared document names.
 pub const DOC_TUNABLES: &str = "tunables";
@@ -131,6 +132,57 @@ impl ClusterLink {
                 }
             }
         }
+    }
+
+    /// Records how a fetched key ended, in one round trip: the cluster-wide
+    /// "warmed" mark (`warmed`: for how long), the job outcome, the release
+    /// of the fetch lease. If that pipeline fails (Redis away, or its script
+    /// cache emptied by a restart: a pipeline does not load scripts), the
+    /// same steps run one by one, which load their scripts and retry the
+    /// outcome. `false` when the outcome could not be recorded (the caller
+    /// then does not ack, so the task is delivered again).
+    pub async fn finish_key(
+        &self,
+        job_id: &str,
+        outcome: &KeyOutcome,
+        warmed: Option<Duration>,
+    ) -> bool {
+        let key = outcome.key.as_str();
+        let mut pipe = redis::pipe();
+        if let Some(interval) = warmed {
+            self.leases.add_mark_warmed(&mut pipe, key, interval);
+        }
+        self.jobs.add_finish(&mut pipe, job_id, outcome);
+        self.leases.add_release(&mut pipe, key, &self.id);
+        match pipe.query_async::<()>(&mut self.leases.connection()).await {
+            Ok(()) => return true,
+            Err(e) => {
+                tracing::debug!(key, error = %e, "finishing in one round trip failed; step by step")
+            }
+        }
+        if let Some(interval) = warmed {
+            if let Err(e) = self.leases.mark_warmed(key, interval).await {
+                tracing::warn!(key, error = %e, "cannot mark the key warmed cluster-wide");
+            }
+        }
+        let mut recorded = false;
+        for attempt in 0..20u32 {
+            match self.jobs.finish(job_id, outcome).await {
+                Ok(()) => {
+                    recorded = true;
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(key, attempt, error = %e, "cannot record the outcome; retrying");
+                    tokio::time::sleep(Duration::from_millis(
+                        250 * u64::from((attempt + 1).min(4)),
+                    ))
+                    .await;
+                }
+            }
+        }
+        let _ = self.leases.release(key, &self.id).await;
+        recorded
     }
 
     /// Takes the fetch lease of `key`. A lease left by this instance (a

@@ -135,21 +135,33 @@ impl SharedJobs {
         pipe.query_async::<()>(&mut self.conn.clone()).await
     }
 
-    /// Records a final (or `deduplicated`) outcome of one key.
-    pub async fn finish(&self, id: &str, outcome: &KeyOutcome) -> redis::RedisResult<()> {
+    /// The `finish` script's invocation for one outcome.
+    fn finish_invocation(&self, id: &str, outcome: &KeyOutcome) -> redis::ScriptInvocation<'_> {
         let json = serde_json::to_string(outcome).unwrap_or_default();
         let now = serde_json::to_string(&Utc::now()).unwrap_or_default();
-        let _: i64 = self
-            .finish
-            .key(self.job_key(id))
-            .key(self.active_key())
+        let mut inv = self.finish.key(self.job_key(id));
+        inv.key(self.active_key())
             .arg(&outcome.key)
             .arg(json)
             .arg(id)
-            .arg(now)
+            .arg(now);
+        inv
+    }
+
+    /// Records a final (or `deduplicated`) outcome of one key.
+    pub async fn finish(&self, id: &str, outcome: &KeyOutcome) -> redis::RedisResult<()> {
+        let _: i64 = self
+            .finish_invocation(id, outcome)
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(())
+    }
+
+    /// Adds [`SharedJobs::finish`] to `pipe` (the script must be loaded: a
+    /// pipeline does not load scripts; `finish` does).
+    pub fn add_finish(&self, pipe: &mut redis::Pipeline, id: &str, outcome: &KeyOutcome) {
+        pipe.invoke_script(&self.finish_invocation(id, outcome))
+            .ignore();
     }
 
     /// Marks keys the cluster queue refused as already queued.

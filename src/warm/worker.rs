@@ -251,30 +251,11 @@ pub(crate) async fn warm_one(engine: &Engine, task: &Task) -> bool {
     );
     match cluster {
         Some(c) => {
-            if status == WarmStatus::Success && !t.min_rewarm_interval.is_zero() {
-                if let Err(e) = c.leases.mark_warmed(&task.key, t.min_rewarm_interval).await {
-                    tracing::warn!(key = %task.key, error = %e, "cannot mark the key warmed cluster-wide");
-                }
-            }
+            let warmed = (status == WarmStatus::Success && !t.min_rewarm_interval.is_zero())
+                .then_some(t.min_rewarm_interval);
             // At least once: the claim is acked only after the outcome is
             // recorded; if Redis stays away, the task is delivered again.
-            let mut recorded = false;
-            for attempt in 0..20u32 {
-                match c.jobs.finish(&task.job_id, &outcome).await {
-                    Ok(()) => {
-                        recorded = true;
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!(key = %task.key, attempt, error = %e, "cannot record the outcome; retrying");
-                        tokio::time::sleep(Duration::from_millis(
-                            250 * (attempt + 1).min(4) as u64,
-                        ))
-                        .await;
-                    }
-                }
-            }
-            let _ = c.leases.release(&task.key, &c.id).await;
+            let recorded = c.finish_key(&task.job_id, &outcome, warmed).await;
             if let (Some(claim), true) = (&claim, recorded) {
                 c.ack(claim).await;
             }
