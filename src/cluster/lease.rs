@@ -176,18 +176,8 @@ impl Leases {
     /// Records that `key` was warmed: `recently_warmed` answers true for
     /// `interval`, on every instance.
     pub async fn mark_warmed(&self, key: &str, interval: Duration) -> Result<()> {
-        if interval.is_zero() {
-            return Ok(());
-        }
-        let mut conn = self.conn.clone();
-        let _: () = redis::cmd("SET")
-            .arg(self.warmed_key(key))
-            .arg(1)
-            .arg("PX")
-            .arg(millis(interval))
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
+        self.mark_warmed_many(std::slice::from_ref(&key.to_string()), interval)
+            .await
     }
 
     /// Batch `mark_warmed` in one pipeline.
@@ -197,12 +187,7 @@ impl Leases {
         }
         let mut pipe = redis::pipe();
         for key in keys {
-            pipe.cmd("SET")
-                .arg(self.warmed_key(key))
-                .arg(1)
-                .arg("PX")
-                .arg(millis(interval))
-                .ignore();
+            self.add_mark_warmed(&mut pipe, key, interval);
         }
         let mut conn = self.conn.clone();
         let _: () = pipe.query_async(&mut conn).await?;
