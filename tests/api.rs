@@ -79,15 +79,7 @@ async fn status_agrees_with_metrics() {
         .await;
     srv.wait_job(body["job_id"].as_str().unwrap(), WAIT).await;
     let (_, st) = srv.get("/warm/status").await;
-    let text = srv
-        .http
-        .get(format!("{}/metrics", srv.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = srv.metrics().await;
     let metric = |line_start: &str| -> f64 {
         text.lines()
             .find(|l| l.starts_with(line_start))

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::origin::TestOrigin;
+use support::server::free_port;
 
 /// One `warming serve` process of the cluster.
 struct Instance {
@@ -23,14 +24,6 @@ impl Drop for Instance {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn unique(tag: &str) -> String {
@@ -241,14 +234,7 @@ async fn a_big_job_is_spread_over_instances_and_each_key_fetched_once() {
     }
     let mut per_instance = Vec::new();
     for n in &nodes {
-        let text = http
-            .get(format!("{}/metrics", n.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = support::server::get_text(&http, &format!("{}/metrics", n.base)).await;
         per_instance.push(metric(&text, "warming_success_total"));
     }
     assert_eq!(

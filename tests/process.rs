@@ -9,14 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::origin::TestOrigin;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::server::free_port;
 
 fn spawn(origin: &str, port: u16, state: &std::path::Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_warming"))

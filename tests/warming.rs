@@ -158,15 +158,7 @@ async fn emergency_stop_trips_on_a_slow_origin_and_recovers_by_itself() {
         job["succeeded"], 60,
         "every queued key warmed after recovery: {job}"
     );
-    let metrics = srv
-        .http
-        .get(format!("{}/metrics", srv.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = srv.metrics().await;
     assert!(
         metrics.contains("warming_emergency_stops_total 1"),
         "{metrics}"

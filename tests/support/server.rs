@@ -71,6 +71,11 @@ impl TestServer {
         )
     }
 
+    /// The Prometheus text of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        get_text(&self.http, &format!("{}/metrics", self.url)).await
+    }
+
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         Self::send(self.http.get(format!("{}{path}", self.url))).await
     }
@@ -150,4 +155,18 @@ pub fn error_code(body: &Value) -> String {
         "no message in {body}"
     );
     code.to_string()
+}
+
+/// The body of `GET url` as text (e.g. a `/metrics` page).
+pub async fn get_text(http: &reqwest::Client, url: &str) -> String {
+    http.get(url).send().await.unwrap().text().await.unwrap()
+}
+
+/// A TCP port free on 127.0.0.1 right now (for a child process to bind).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
