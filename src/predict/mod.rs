@@ -35,6 +35,9 @@ pub trait Predictor: Send + Sync {
     /// Periodic housekeeping (training, decay); the service calls it every
     /// few seconds, replay at the same virtual cadence.
     fn tick(&self, _now_unix_secs: u64) {}
+    /// A fresh value of `key` was written to the cache at `at_unix_secs` by
+    /// a warm (predictors that model when values expire use it).
+    fn warmed(&self, _key: &str, _at_unix_secs: u64) {}
     /// The service's `default_ttl` changed at run time (`POST /warm/config`).
     fn ttl_changed(&self, _ttl: Duration) {}
     /// Up to `limit` keys, best first.

@@ -750,6 +750,18 @@ impl WarmQueue {
     /// Starts queued warms in order while the budget allows, up to time `t`;
     /// each starts as soon as a token is there.
     pub fn drain(&mut self, sim: &mut Sim, t: f64) {
+        self.drain_with(sim, t, |_, _| {});
+    }
+
+    /// As [`WarmQueue::drain`], calling `dequeued(id, at)` for each key
+    /// taken off the queue: `at` is when its value lands in the cache, `None`
+    /// when no warm started (one was in flight already).
+    pub fn drain_with(
+        &mut self,
+        sim: &mut Sim,
+        t: f64,
+        mut dequeued: impl FnMut(u64, Option<f64>),
+    ) {
         let mut at = if sim.now.is_finite() {
             sim.now.min(t)
         } else {
@@ -764,7 +776,8 @@ impl WarmQueue {
             self.heap.pop();
             self.queued.remove(&id);
             let size = sim.size_of(id);
-            sim.warm(at, id, size);
+            let started = sim.warm(at, id, size);
+            dequeued(id, started.then_some(at + sim.cfg.latency));
         }
     }
 }

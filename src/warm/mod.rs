@@ -796,6 +796,11 @@ impl Engine {
         Ok(batch.len())
     }
 
+    /// Tells the predictor that a warm wrote a fresh value of `key` now.
+    pub(crate) fn predictor_warmed(&self, key: &str) {
+        self.predictor.load().warmed(key, now_unix());
+    }
+
     /// Every access the service learns of: into the tracker, the predictor
     /// and the access log, and, when it arrived at this instance, to the
     /// other instances.

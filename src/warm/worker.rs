@@ -221,6 +221,7 @@ pub(crate) async fn warm_one(engine: &Engine, task: &Task) -> bool {
                 Ok(()) => {
                     engine.telemetry.cache_written(1);
                     engine.recent.insert(task.key.clone(), Instant::now());
+                    engine.predictor_warmed(&task.key);
                     (WarmStatus::Success, bytes, None)
                 }
                 Err(e) => (WarmStatus::CacheError, bytes, Some(e.to_string())),

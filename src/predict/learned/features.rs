@@ -54,7 +54,7 @@ const WEEK: u64 = 7 * DAY;
 /// | 12 | `dow_lift` | same for the UTC day of week (times 7, minus 1), scaled by `min(1, age / 7 days)` |
 /// | 13 | `ln_prefix_5m` | `ln(1 + c)`, `c` = accesses to the key's prefix, 5-min half-life |
 /// | 14 | `ln_prefix_30m` | same, 30-min half-life |
-/// | 15 | `ln_horizon_min` | `ln(1 + horizon in minutes)`: the window predicted |
+/// | 15 | `ln_horizon_min` | `ln(1 + horizon in minutes)`: the label horizon (the TTL with the gate on, else the window predicted) |
 pub const FEATURE_NAMES: [&str; NUM_FEATURES] = [
     "ln_count_5m",
     "ln_count_30m",
@@ -83,6 +83,10 @@ pub type Features = [f32; NUM_FEATURES];
 pub struct KeyState {
     pub first: u32,
     pub last: u32,
+    /// When the key's cached value was last written, as far as the
+    /// predictor can tell: the first access after the previous value
+    /// expired (a read-through miss), or a warm it was told of.
+    pub written: u32,
     pub count: u32,
     /// Decayed counts at [`HALF_LIVES`], as of `last`.
     pub decayed: [f32; 4],
@@ -156,6 +160,7 @@ impl KeyState {
         let mut s = KeyState {
             first: rel,
             last: rel,
+            written: rel,
             count: 1,
             decayed: [1.0; 4],
             gap_mean: 0.0,
@@ -192,6 +197,19 @@ impl KeyState {
         self.count = self.count.saturating_add(1);
         bump(&mut self.hod, hod_slot(unix));
         bump(&mut self.dow, dow_slot(unix));
+    }
+
+    /// A read at `rel` of a key whose cached values live `ttl` seconds: in a
+    /// read-through cache, a read after the value expired writes a new one.
+    pub fn read_through(&mut self, rel: u32, ttl: u32) {
+        if ttl > 0 && rel >= self.written.saturating_add(ttl) {
+            self.written = rel;
+        }
+    }
+
+    /// A fresh value was written at `rel` (a warm).
+    pub fn rewritten(&mut self, rel: u32) {
+        self.written = self.written.max(rel);
     }
 
     /// Eviction warmth: the 3-h decayed count at `now` (relative).

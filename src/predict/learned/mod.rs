@@ -12,25 +12,26 @@
 //!   evicts its coldest ~10% by 3-h decayed count), so memory is bounded
 //!   whatever number of distinct keys arrives: about 100 bytes per key plus
 //!   a fixed 1 MiB of prefix table.
-//! - **Idle gate** ([`Gate`]): warming saves a miss only for a
-//!   key whose cached value has expired by the time it is read, i.e. (in a
-//!   read-through cache) a key idle for longer than its TTL. The candidates
-//!   are the keys whose idle time is within `band / 2` of a multiple of the
-//!   gate: their value expires now, or would expire again now had it been
-//!   warmed at its last expiry (so a key warmed once gives its place to
-//!   others until its warmed value nears expiry). Gate: the TTL
+//! - **Expiry gate** ([`Gate`]): warming saves a miss only for a key
+//!   whose cached value expires before it is read again. The predictor
+//!   models when each key's value was written (`KeyState::written`): at a
+//!   read after the previous value expired (a read-through miss), or when
+//!   the service tells it of a warm ([`Predictor::warmed`]). The candidates
+//!   are the keys whose modelled value expires within `band / 2` of now, or
+//!   would, had it been rewritten at each expiry since (a key read often
+//!   becomes a candidate one TTL after its last miss; a key warmed gives its
+//!   place to others until its warmed value nears expiry). Gate: the TTL
 //!   (`WARMING_LEARNED_IDLE_GATE`, else the service's `default_ttl`,
 //!   following its run-time changes; 0 = off, every key is a candidate);
-//!   band: 120 s
-//!   (`WARMING_LEARNED_BAND`). Other keys are never predicted.
+//!   band: 120 s (`WARMING_LEARNED_BAND`). Other keys are never predicted.
 //! - **Training** ([`Predictor::tick`]): every `sample_every` seconds the
 //!   predictor snapshots the feature vectors of `samples` candidate keys
 //!   drawn uniformly; `horizon` seconds later each snapshot is labelled "was
 //!   the key requested after the snapshot" (its last access is newer than
-//!   the snapshot) and fed to the model (one SGD step each). The horizon is
-//!   the `window` of the latest `predict` call, clamped to
-//!   `60..=max_horizon` seconds (default 900 s) so that labels arrive within
-//!   minutes of a start.
+//!   the snapshot) and fed to the model (one SGD step each). With a gate the
+//!   horizon is the gate (one TTL: "does a refresh now save a miss");
+//!   without, the `window` of the latest `predict` call, clamped to
+//!   `60..=max_horizon` seconds (default 900 s).
 //! - **Model** ([`model::Logistic`]): logistic regression with AdaGrad,
 //!   starting from hand-set prior weights so it ranks sensibly before the
 //!   first label. With the `onnx` cargo feature and
@@ -55,7 +56,7 @@
 //!   feature; without it, or if the file cannot be loaded, an error is
 //!   logged and the online model is used).
 //! - `WARMING_LEARNED_MAX_KEYS`: keys with feature state (default 262,144).
-//! - `WARMING_LEARNED_IDLE_GATE`: the idle gate in seconds, 0 = off
+//! - `WARMING_LEARNED_IDLE_GATE`: the expiry gate (TTL) in seconds, 0 = off
 //!   (default: `WARMING_DEFAULT_TTL` if set, else 3600).
 //! - `WARMING_LEARNED_BAND`: the band around each expiry, seconds (120).
 //! - `WARMING_LEARNED_MIN_PROBABILITY`: lowest score predicted (0).
@@ -118,7 +119,7 @@ pub struct LearnedConfig {
     pub l2: f32,
     /// Seed of the sampler.
     pub seed: u64,
-    /// The idle gate (see the module doc).
+    /// The expiry gate (see the module doc).
     pub gate: Gate,
     /// Keys scored under this are never predicted.
     pub min_probability: f32,
@@ -128,12 +129,11 @@ pub struct LearnedConfig {
     pub band: Option<u32>,
 }
 
-/// Which keys are candidates: keys whose idle time is near a multiple of the gate.
+/// Which keys are candidates: keys whose cached value (as modelled from
+/// the reads and warms seen) expires now, the gate being the TTL.
 ///
-/// A key read within the last TTL is still in a read-through cache, so
-/// warming it is wasted; the misses warming can save are reads of keys idle
-/// for longer than their TTL (on the shared traces, nearly all expired
-/// misses are re-reads after a gap longer than the TTL). The predictor does
+/// Warming a key whose value has plenty of life left is wasted; the misses
+/// warming can save are reads after a value expired. The predictor does
 /// not know the TTL: [`LearnedPredictor::from_settings`] takes it from
 /// `WARMING_LEARNED_IDLE_GATE` (seconds, 0 = off), else the service's
 /// `default_ttl` ([`Gate::Ttl`], updated by [`Predictor::ttl_changed`]).
@@ -565,7 +565,7 @@ impl LearnedPredictor {
                 })
                 .expect("index below total");
             let e = &shard.entries[i];
-            if tier(ctx.now_rel, e.state.last, gate, band) == 0.0 {
+            if tier(ctx.now_rel, e.state.written, gate, band) == 0.0 {
                 continue;
             }
             taken += 1;
@@ -601,18 +601,17 @@ impl LearnedPredictor {
     }
 }
 
-/// 1 for a candidate key, else 0: with `idle` = seconds since the last
-/// access plus `band / 2`, `idle >= gate` and `(idle - gate) mod gate <
+/// 1 for a candidate key, else 0: with `age` = seconds since the value was
+/// written plus `band / 2`, `age >= gate` and `(age - gate) mod gate <
 /// band`, i.e. the key's value expires within `band / 2` (or expired that
-/// recently), or would, had it been warmed when it last expired. A key
-/// warmed once therefore gives its place to keys not warmed yet until its
-/// warmed value nears expiry. With the gate off every key is a candidate.
-fn tier(now_rel: u32, last: u32, gate: u32, band: u32) -> f64 {
+/// recently), or would, had it been rewritten at each expiry since. With
+/// the gate off every key is a candidate.
+fn tier(now_rel: u32, written: u32, gate: u32, band: u32) -> f64 {
     if gate == 0 {
         return 1.0;
     }
-    let idle = now_rel.saturating_sub(last).saturating_add(band / 2);
-    if idle >= gate && (idle - gate) % gate < band {
+    let age = now_rel.saturating_sub(written).saturating_add(band / 2);
+    if age >= gate && (age - gate) % gate < band {
         1.0
     } else {
         0.0
@@ -645,6 +644,8 @@ impl Predictor for LearnedPredictor {
             if let Some(i) = s.find(hash, key) {
                 let e = &mut s.entries[i];
                 e.state.hit(rel, at_unix_secs);
+                e.state
+                    .read_through(rel, self.gate_secs.load(Ordering::Relaxed));
                 e.prefix_hash
             } else {
                 if s.entries.len() >= s.cap {
@@ -666,6 +667,18 @@ impl Predictor for LearnedPredictor {
         self.prefixes[self.prefix_shard(prefix_hash)]
             .lock()
             .hit(prefix_hash, rel);
+    }
+
+    fn warmed(&self, key: &str, at_unix_secs: u64) {
+        let base = self.base.load(Ordering::Relaxed);
+        if base == UNSET {
+            return;
+        }
+        let hash = self.hasher.hash_one(key);
+        let mut s = self.shard(hash).lock();
+        if let Some(i) = s.find(hash, key) {
+            s.entries[i].state.rewritten(Self::rel(base, at_unix_secs));
+        }
     }
 
     fn ttl_changed(&self, ttl: Duration) {
@@ -703,10 +716,6 @@ impl Predictor for LearnedPredictor {
         if limit == 0 {
             return Vec::new();
         }
-        let horizon = window
-            .as_secs()
-            .clamp(60, u64::from(self.cfg.max_horizon_secs.max(60))) as u32;
-        self.horizon.store(horizon, Ordering::Relaxed);
         self.window_secs.store(
             window.as_secs().min(u64::from(u32::MAX)) as u32,
             Ordering::Relaxed,
@@ -718,17 +727,34 @@ impl Predictor for LearnedPredictor {
             Gate::Ttl(_) => self.ttl_secs.load(Ordering::Relaxed),
         };
         self.gate_secs.store(gate, Ordering::Relaxed);
+        // With a gate the question is whether a refresh now saves a miss:
+        // whether the key is read within one TTL (the gate). Without one,
+        // whether it is read within the window, clamped so that labels
+        // arrive within minutes.
+        let horizon = if gate > 0 {
+            gate
+        } else {
+            window
+                .as_secs()
+                .clamp(60, u64::from(self.cfg.max_horizon_secs.max(60))) as u32
+        };
+        self.horizon.store(horizon, Ordering::Relaxed);
         let band = band(window, gate, self.cfg.band);
         let base = self.base.load(Ordering::Relaxed);
         if base == UNSET || self.is_empty() {
             return HeuristicPredictor.predict(tracker, now_unix_secs, window, limit);
         }
-        // The window asked for is used in the features (hour of day of the
-        // target, horizon) even beyond the training horizon's clamp.
+        // The horizon of the features (hour of day of the target,
+        // `ln_horizon_min`): the label horizon with a gate, else the window
+        // asked for, even beyond the training horizon's clamp.
         let ctx = self.context(
             base,
             now_unix_secs,
-            window.as_secs().min(u64::from(u32::MAX)) as u32,
+            if gate > 0 {
+                gate
+            } else {
+                window.as_secs().min(u64::from(u32::MAX)) as u32
+            },
         );
         let model = self.model.read().clone();
         let prefixes: Vec<_> = self.prefixes.iter().map(|p| p.lock()).collect();
@@ -738,7 +764,7 @@ impl Predictor for LearnedPredictor {
             match &self.scorer {
                 Scorer::Online => {
                     for e in &s.entries {
-                        if tier(ctx.now_rel, e.state.last, gate, band) == 0.0 {
+                        if tier(ctx.now_rel, e.state.written, gate, band) == 0.0 {
                             continue;
                         }
                         let p = prefixes[self.prefix_shard(e.prefix_hash)]
@@ -756,7 +782,7 @@ impl Predictor for LearnedPredictor {
                     let kept: Vec<&Entry> = s
                         .entries
                         .iter()
-                        .filter(|e| tier(ctx.now_rel, e.state.last, gate, band) > 0.0)
+                        .filter(|e| tier(ctx.now_rel, e.state.written, gate, band) > 0.0)
                         .collect();
                     let batch: Vec<Features> = kept
                         .iter()

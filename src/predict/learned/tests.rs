@@ -300,7 +300,11 @@ fn the_default_gate_follows_the_ttl() {
     };
     assert!(keys(&p).is_empty(), "nothing is near a 3600 s expiry");
     p.ttl_changed(Duration::from_secs(600));
-    assert_eq!(keys(&p), ["idle-10m"]);
+    // Both values were written at T0 (the read of "other" at T0 + 300 was
+    // a hit), so both expire now under a 600 s TTL.
+    let mut now_due = keys(&p);
+    now_due.sort();
+    assert_eq!(now_due, ["idle-10m", "other"]);
     // An explicit gate does not move.
     let fixed = LearnedPredictor::from_settings(&crate::predict::PredictorSettings {
         learned_idle_gate: Some(Duration::from_secs(3600)),
@@ -309,4 +313,39 @@ fn the_default_gate_follows_the_ttl() {
     fixed.observe("idle-10m", T0);
     fixed.ttl_changed(Duration::from_secs(600));
     assert!(keys(&fixed).is_empty());
+}
+
+/// A key read every minute stays cached, but its value (written at the
+/// first read, a miss) still expires one TTL later: it is a candidate then,
+/// whatever its recent reads. Once the service reports a warm, the key
+/// waits for the warmed value to near expiry.
+#[test]
+fn keys_read_often_are_candidates_when_their_value_expires() {
+    let p = LearnedPredictor::new(LearnedConfig {
+        gate: Gate::Secs(3600),
+        ..small(100)
+    });
+    let tracker = AccessTracker::new(10, Duration::from_secs(900));
+    let window = Duration::from_secs(300);
+    for minute in 0..60 {
+        p.observe("busy", T0 + minute * 60);
+    }
+    p.observe("read-once", T0 + 1800);
+    let keys = |now: u64| -> Vec<String> {
+        p.predict(&tracker, now, window, 10)
+            .into_iter()
+            .map(|x| x.key)
+            .collect()
+    };
+    assert!(keys(T0 + 3000).is_empty(), "no value expires yet");
+    assert_eq!(keys(T0 + 3590), ["busy"], "written at T0, read since");
+    // Warmed at T0 + 3595: fresh until T0 + 7195, so not a candidate at
+    // T0 + 5400 (when "read-once", written at T0 + 1800, expires).
+    p.warmed("busy", T0 + 3595);
+    p.observe("busy", T0 + 3700);
+    assert_eq!(keys(T0 + 5400), ["read-once"]);
+    assert_eq!(keys(T0 + 7190), ["busy"]);
+    // A warm of a key the predictor never saw is ignored.
+    p.warmed("unknown", T0 + 7190);
+    assert_eq!(p.len(), 2);
 }

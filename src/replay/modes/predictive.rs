@@ -154,6 +154,8 @@ pub struct Predictive {
     next_tick: f64,
     /// When each key was last queued (for `min_rewarm`).
     recent: IdMap<f64>,
+    /// The key of each queued id, to tell the predictor when it is warmed.
+    queued_keys: IdMap<String>,
     quality: Quality,
     note: Option<String>,
 }
@@ -205,6 +207,7 @@ impl Predictive {
             started: false,
             next_tick: f64::INFINITY,
             recent: IdMap::default(),
+            queued_keys: IdMap::default(),
             note,
         }
     }
@@ -248,6 +251,7 @@ impl Predictive {
         }
         if self.queue.push(id, priority) {
             self.recent.insert(id, now);
+            self.queued_keys.insert(id, key.into());
         }
     }
 
@@ -307,7 +311,7 @@ impl Predictive {
             if next > t {
                 break;
             }
-            self.queue.drain(&mut self.sim, next);
+            self.drain(next);
             self.sim.set_now(next);
             if self.next_tick <= next {
                 self.predictor.tick(next.max(0.0) as u64);
@@ -320,8 +324,25 @@ impl Predictive {
             }
         }
         if !self.queue.is_empty() {
-            self.queue.drain(&mut self.sim, t);
+            self.drain(t);
         }
+    }
+
+    /// Starts the queued warms due by `t`, telling the predictor of each
+    /// value written (as the engine does when a warm succeeds).
+    fn drain(&mut self, t: f64) {
+        let Predictive {
+            queue,
+            sim,
+            predictor,
+            queued_keys,
+            ..
+        } = self;
+        queue.drain_with(sim, t, |id, at| {
+            if let (Some(key), Some(at)) = (queued_keys.remove(&id), at) {
+                predictor.warmed(&key, at.max(0.0) as u64);
+            }
+        });
     }
 }
 
@@ -340,7 +361,7 @@ impl Mode for Predictive {
     }
 
     fn finish(&mut self, end: f64) -> ModeResult {
-        self.queue.drain(&mut self.sim, end);
+        self.drain(end);
         let stats = self.sim.finish(end);
         let mut r = ModeResult::ok(stats, self.sim.series.clone());
         r.quality = Some(self.quality.rows());
