@@ -10,6 +10,11 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use warming::replay::trace::{self, Clock, Format, Request};
 use warming::replay::{self as replay, ReplayConfig, Writes, modes, sim};
 
+/// The allocator of the `warming` binary, so that the figures are those of
+/// `warming replay`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn requests() -> Vec<Request> {
     let dir = std::env::var_os("WARMING_TRACES")
         .map(PathBuf::from)
