@@ -481,7 +481,7 @@ pub struct ServiceConfig {
     pub predictor_model: Option<PathBuf>,
     /// Keys with learned-predictor feature state. Default 262,144.
     pub learned_max_keys: usize,
-    /// The learned predictor's idle gate; default `default_ttl`; 0 = off.
+    /// The learned predictor's expiry gate (the TTL it assumes); default `default_ttl`; 0 = off.
     pub learned_idle_gate: Option<Duration>,
     /// Width of the band around each expiry the learned predictor targets. Default 120 s.
     pub learned_band: Duration,

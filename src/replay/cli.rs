@@ -85,7 +85,7 @@ pub struct ReplayArgs {
     /// service's `WARMING_LEARNED_BAND`).
     #[arg(long, default_value_t = 120)]
     pub learned_band: u64,
-    /// learned: the idle gate in seconds, 0 = off (`WARMING_LEARNED_IDLE_GATE`;
+    /// learned: the expiry gate (the TTL assumed) in seconds, 0 = off (`WARMING_LEARNED_IDLE_GATE`;
     /// default: the TTL).
     #[arg(long)]
     pub learned_idle_gate: Option<u64>,
