@@ -70,24 +70,25 @@ impl TopK {
             }));
             return;
         }
-        let Some(Reverse(worst)) = self.heap.peek() else {
+        let Some(mut worst) = self.heap.peek_mut() else {
             return;
         };
-        if better(score, key, worst.score, &worst.key) == Ordering::Greater {
-            self.heap.pop();
-            self.heap.push(Reverse(Ranked {
-                score,
-                key: key.to_string(),
-            }));
+        if better(score, key, worst.0.score, &worst.0.key) == Ordering::Greater {
+            // Replaced in place (one sift-down when `worst` drops), reusing
+            // the evicted key's allocation.
+            worst.0.score = score;
+            worst.0.key.clear();
+            worst.0.key.push_str(key);
         }
     }
 
     /// The kept pairs, best first.
     pub fn into_sorted(self) -> Vec<(String, f64)> {
-        // `into_sorted_vec` is ascending by `Reverse<Ranked>`, i.e. best first.
-        self.heap
-            .into_sorted_vec()
-            .into_iter()
+        let mut kept = self.heap.into_vec();
+        // Best first; a pattern-defeating quicksort, several times faster
+        // than the heap's own heapsort on tens of thousands of entries.
+        kept.sort_unstable_by(|Reverse(a), Reverse(b)| b.cmp(a));
+        kept.into_iter()
             .map(|Reverse(r)| (r.key, r.score))
             .collect()
     }
@@ -112,6 +113,30 @@ mod tests {
         }
         let got: Vec<_> = t.into_sorted().into_iter().map(|(k, _)| k).collect();
         assert_eq!(got, ["a2", "b", "b2"]);
+    }
+
+    /// Many offers, many ties: the same answer as sorting everything.
+    #[test]
+    fn agrees_with_a_full_sort() {
+        let offers: Vec<(f64, String)> = (0..5000u64)
+            .map(|i| {
+                (
+                    ((i * 7919) % 97) as f64,
+                    format!("k{}", (i * 104_729) % 5000),
+                )
+            })
+            .collect();
+        for k in [1, 10, 999, 5000, 6000] {
+            let mut t = TopK::new(k);
+            for (s, key) in &offers {
+                t.offer(*s, key);
+            }
+            let mut all = offers.clone();
+            all.sort_by(|a, b| better(b.0, &b.1, a.0, &a.1));
+            all.truncate(k);
+            let want: Vec<(String, f64)> = all.into_iter().map(|(s, key)| (key, s)).collect();
+            assert_eq!(t.into_sorted(), want, "k = {k}");
+        }
     }
 
     #[test]
