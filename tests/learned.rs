@@ -80,3 +80,45 @@ async fn learned_is_selected_by_configuration_and_warms_expiring_keys() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     srv.shutdown().await;
 }
+
+/// A key read all along is named when the value written at its first read
+/// (a miss) expires, however recent its last read; once the service has
+/// warmed it, the predictor hears of the warm and leaves the key alone until
+/// the new value nears expiry.
+#[tokio::test]
+async fn learned_names_read_keys_whose_value_expires_and_hears_of_warms() {
+    let origin = TestOrigin::start().await;
+    let mut s = settings(&origin.url_template());
+    s.tunables.predictor = "learned".into();
+    // Only the predictor may keep the second round from warming "busy".
+    s.tunables.min_rewarm_interval = Duration::ZERO;
+    let srv = TestServer::start(s).await;
+
+    // First read (the miss that wrote the value) 3,590 s ago, TTL 3,600 s:
+    // the value expires in 10 s, though the key was read 10 s ago.
+    let t = now();
+    let events: Vec<Value> = [3590.0, 1800.0, 600.0, 10.0]
+        .iter()
+        .map(|ago| json!({"key": "busy", "at": t - ago}))
+        .chain([json!({"key": "recent", "at": t - 600.0})])
+        .collect();
+    let (status, body) = srv.post("/warm/access", json!({"events": events})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let (status, body) = srv
+        .post("/warm/trigger-predictive", json!({"limit": 10}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["keys"], json!(["busy"]), "{body}");
+    let job = srv.wait_job(body["job_id"].as_str().unwrap(), WAIT).await;
+    assert_eq!(job["succeeded"], 1, "{job}");
+
+    // Warmed just now: its value is fresh for another TTL.
+    let (status, body) = srv
+        .post("/warm/trigger-predictive", json!({"limit": 10}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["keys"], json!([]), "{body}");
+    assert_eq!(origin.requests_for("busy"), 1);
+    srv.shutdown().await;
+}
