@@ -547,9 +547,14 @@ impl LearnedPredictor {
             gate,
             self.cfg.band,
         );
+        let wanted = self
+            .cfg
+            .samples
+            .min(total)
+            .min(per_snapshot(&self.cfg, horizon));
         let mut taken = 0;
         for _ in 0..4 * self.cfg.samples {
-            if t.pending.len() >= self.cfg.max_pending || taken >= self.cfg.samples.min(total) {
+            if t.pending.len() >= self.cfg.max_pending || taken >= wanted {
                 break;
             }
             let mut i = t.below(total);
@@ -599,6 +604,17 @@ impl LearnedPredictor {
             t.positives += u64::from(y);
         }
     }
+}
+
+/// Snapshots taken per round so that the examples waiting for their
+/// label (`horizon / sample_every` rounds of them) fit in `max_pending`: a
+/// long horizon (a TTL of a day) samples fewer keys per round, so training
+/// goes on steadily instead of stopping while the queue is full.
+fn per_snapshot(cfg: &LearnedConfig, horizon: u32) -> usize {
+    let rounds = u64::from(horizon)
+        .div_ceil(cfg.sample_every_secs.max(1))
+        .max(1);
+    ((cfg.max_pending as u64 / rounds) as usize).max(1)
 }
 
 /// 1 for a candidate key, else 0: with `age` = seconds since the value was

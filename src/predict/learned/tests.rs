@@ -349,3 +349,19 @@ fn keys_read_often_are_candidates_when_their_value_expires() {
     p.warmed("unknown", T0 + 7190);
     assert_eq!(p.len(), 2);
 }
+
+/// Waiting examples fit in `max_pending` whatever the horizon: 256 per
+/// 30 s round for an hour (120 rounds, 30,720 waiting), fewer for a day.
+#[test]
+fn snapshots_per_round_fit_the_pending_cap() {
+    let cfg = LearnedConfig::default();
+    assert_eq!(super::per_snapshot(&cfg, 3600).min(cfg.samples), 256);
+    let day = super::per_snapshot(&cfg, 86_400);
+    assert_eq!(day, 200_000 / 2880);
+    assert!(day * 2880 <= cfg.max_pending);
+    let tiny = LearnedConfig {
+        max_pending: 10,
+        ..LearnedConfig::default()
+    };
+    assert_eq!(super::per_snapshot(&tiny, 86_400), 1);
+}
