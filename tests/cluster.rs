@@ -2,7 +2,8 @@
 //! real Redis (`WARMING_COORDINATION=redis`): a big job spread over the
 //! instances with each key fetched once, one origin rate limit for all,
 //! an instance killed with SIGKILL mid-job without losing work, schedules
-//! fired once per firing, configuration shared, and a Redis restart survived.
+//! fired once per firing, configuration shared, a Redis restart survived,
+//! and completed warms shared with every instance's predictor.
 
 mod support;
 
@@ -590,6 +591,66 @@ async fn instances_survive_a_redis_restart_without_losing_accepted_work() {
         assert!(
             origin.requests_for(&format!("restart:{i}")) >= 1,
             "restart:{i} lost"
+        );
+    }
+}
+
+/// A completed warm is shared like an access: the learned predictor of
+/// every instance hears of it, whichever instance did the warm, so none of
+/// them names the key again while its new value is fresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_instance_hears_of_a_warm_done_by_another() {
+    let origin = TestOrigin::start().await;
+    let mut env = ClusterEnv::new(&origin, REDIS);
+    env.set("WARMING_PREDICTOR", "learned");
+    // Only the predictors may keep the key from being named again.
+    env.set("WARMING_MIN_REWARM_INTERVAL", "0");
+    let http = reqwest::Client::new();
+    let nodes = start(&env, 2, &http).await;
+
+    // Value written 3,590 s ago (TTL 3,600 s), read again 10 s ago: it
+    // expires in 10 s, so the learned predictor names the key now.
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let events = json!({"events": [
+        {"key": "busy", "at": t - 3590.0},
+        {"key": "busy", "at": t - 10.0},
+    ]});
+    for n in &nodes {
+        post(&http, format!("{}/warm/access", n.base), events.clone()).await;
+    }
+    let job = post(
+        &http,
+        format!("{}/warm/key", nodes[0].base),
+        json!({"keys": ["busy"]}),
+    )
+    .await;
+    let job = wait_job(
+        &http,
+        &nodes[0].base,
+        job["job_id"].as_str().unwrap(),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(job["succeeded"], 1, "{job}");
+
+    // The instance that did not warm it hears of it through Redis (shared
+    // every 250 ms). One look each: a look that named the key would warm it.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    for n in &nodes {
+        let r = post(
+            &http,
+            format!("{}/warm/trigger-predictive", n.base),
+            json!({"limit": 10}),
+        )
+        .await;
+        assert_eq!(
+            r["keys"],
+            json!([]),
+            "{} names a key warmed elsewhere",
+            n.base
         );
     }
 }

@@ -615,6 +615,8 @@ async fn accesses_reach_every_other_instance_and_not_the_writer() {
         .map(|i| Access {
             key: format!("user:{i}"),
             at_ms: 1_764_000_000_000 + i,
+            // Completed warms travel the same way.
+            warmed: i % 3 == 0,
         })
         .collect();
     f1.publish(&sent).await.unwrap();
@@ -631,6 +633,7 @@ async fn accesses_reach_every_other_instance_and_not_the_writer() {
     f2.publish(&[Access {
         key: "from:i2".into(),
         at_ms: 7,
+        warmed: false,
     }])
     .await
     .unwrap();
@@ -642,7 +645,8 @@ async fn accesses_reach_every_other_instance_and_not_the_writer() {
         batch,
         [Access {
             key: "from:i2".into(),
-            at_ms: 7
+            at_ms: 7,
+            warmed: false
         }],
         "i1 sees only i2's access, not its own"
     );

@@ -1,11 +1,15 @@
 //! Cluster-wide access statistics: every instance sees the accesses
-//! recorded at every other instance, so predictions use them all.
+//! recorded at every other instance, so predictions use them all, and the
+//! warms every other instance completed, so a predictor that models when
+//! cached values expire (the learned one) knows of every write.
 //!
 //! # Key
 //! `warming:{ns}:accesses` — stream; one entry per batch of up to 500
-//! accesses, fields `o` (the writing instance's id) and `d` (the batch:
-//! lines `<unix ms>\t<key>\n`; keys never contain control characters, see
-//! `crate::keys`, and any that do are skipped). Trimmed with
+//! events, fields `o` (the writing instance's id) and `d` (the batch:
+//! lines `<unix ms>\t<key>\n` for a read, `w<unix ms>\t<key>\n` for a
+//! completed warm; keys never contain control characters, see
+//! `crate::keys`, and any that do are skipped; so are lines a reader cannot
+//! parse, e.g. a newer kind of event). Trimmed with
 //! `MAXLEN ~ 1,000,000` entries on every write.
 //!
 //! Readers use plain `XREAD` from their last id, no consumer group: a group
@@ -35,12 +39,14 @@ const READ_BLOCK: Duration = Duration::from_secs(1);
 /// Entries per `XREAD`.
 const READ_COUNT: usize = 100;
 
-/// One recorded access.
+/// One recorded access, or one completed warm.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Access {
     pub key: String,
     /// Unix milliseconds.
     pub at_ms: u64,
+    /// A warm wrote the key's value at `at_ms` (not a read).
+    pub warmed: bool,
 }
 
 /// Publishes this instance's accesses and reads everyone else's.
@@ -250,12 +256,16 @@ impl std::fmt::Debug for AccessFanout {
     }
 }
 
-/// `<at_ms>\t<key>\n` per access; keys with control characters are skipped.
+/// `<at_ms>\t<key>\n` per access, `w<at_ms>\t<key>\n` per warm; keys with
+/// control characters are skipped.
 fn encode(accesses: &[Access]) -> String {
     let mut s = String::with_capacity(accesses.len() * 32);
     for a in accesses {
         if a.key.is_empty() || a.key.chars().any(char::is_control) {
             continue;
+        }
+        if a.warmed {
+            s.push('w');
         }
         s.push_str(&a.at_ms.to_string());
         s.push('\t');
@@ -267,12 +277,17 @@ fn encode(accesses: &[Access]) -> String {
 
 fn decode(data: &str, out: &mut Vec<Access>) {
     for line in data.lines() {
+        let (warmed, line) = match line.strip_prefix('w') {
+            Some(rest) => (true, rest),
+            None => (false, line),
+        };
         if let Some((at, key)) = line.split_once('\t')
             && let Ok(at_ms) = at.parse()
         {
             out.push(Access {
                 key: key.to_owned(),
                 at_ms,
+                warmed,
             });
         }
     }
@@ -288,18 +303,38 @@ mod tests {
             Access {
                 key: "user:1".into(),
                 at_ms: 5,
+                warmed: false,
             },
             Access {
                 key: "bad\nkey".into(),
                 at_ms: 6,
+                warmed: false,
             },
             Access {
                 key: "a b\u{e9}".into(),
                 at_ms: 7,
+                warmed: false,
+            },
+            Access {
+                key: "warm:1".into(),
+                at_ms: 8,
+                warmed: true,
             },
         ];
         let mut out = Vec::new();
         decode(&encode(&accesses), &mut out);
-        assert_eq!(out, vec![accesses[0].clone(), accesses[2].clone()]);
+        assert_eq!(
+            out,
+            vec![
+                accesses[0].clone(),
+                accesses[2].clone(),
+                accesses[3].clone()
+            ]
+        );
+        // Lines of an unknown kind are skipped, the rest kept.
+        out.clear();
+        decode("x5\tk\n9\tkept\n", &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].key, "kept");
     }
 }

@@ -217,6 +217,16 @@ impl ClusterLink {
         self.accesses.lock().push(Access {
             key: key.to_string(),
             at_ms: at_unix_secs.saturating_mul(1000),
+            warmed: false,
+        });
+    }
+
+    /// A warm of `key` completed here: shared with the others like an access.
+    pub fn buffer_warmed(&self, key: &str, at_unix_secs: u64) {
+        self.accesses.lock().push(Access {
+            key: key.to_string(),
+            at_ms: at_unix_secs.saturating_mul(1000),
+            warmed: true,
         });
     }
 
@@ -516,11 +526,15 @@ impl Engine {
         let e = self.clone();
         self.background.spawn(async move {
             while let Some(batch) = rx.recv().await {
-                let accesses: Vec<(&str, u64)> = batch
+                let (warms, reads): (Vec<_>, Vec<_>) = batch.iter().partition(|a| a.warmed);
+                let accesses: Vec<(&str, u64)> = reads
                     .iter()
                     .map(|a| (a.key.as_str(), a.at_ms / 1000))
                     .collect();
                 e.note_accesses(&accesses, false);
+                for w in warms {
+                    e.note_warmed(&w.key, w.at_ms / 1000, false);
+                }
             }
         });
 

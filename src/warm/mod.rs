@@ -187,7 +187,7 @@ pub struct Engine {
     access_log: Option<Arc<AccessLog>>,
 }
 
-fn now_unix() -> u64 {
+pub(crate) fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -796,9 +796,13 @@ impl Engine {
         Ok(batch.len())
     }
 
-    /// Tells the predictor that a warm wrote a fresh value of `key` now.
-    pub(crate) fn predictor_warmed(&self, key: &str) {
-        self.predictor.load().warmed(key, now_unix());
+    /// A warm wrote a fresh value of `key` at `at`: the predictor hears of
+    /// it, and with coordination (`done_here`) so do the other instances'.
+    pub(crate) fn note_warmed(&self, key: &str, at: u64, done_here: bool) {
+        self.predictor.load().warmed(key, at);
+        if let (Some(c), true) = (&self.cluster, done_here) {
+            c.buffer_warmed(key, at);
+        }
     }
 
     /// Every access the service learns of: into the tracker, the predictor

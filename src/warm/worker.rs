@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 
-use super::Engine;
 use super::cluster_link::ClusterLink;
 use super::queue::Task;
+use super::{Engine, now_unix};
 use crate::cache::{CacheEntry, effective_ttl};
 use crate::events::{WarmCompleted, WarmStatus};
 use crate::origin::OriginError;
@@ -221,7 +221,7 @@ pub(crate) async fn warm_one(engine: &Engine, task: &Task) -> bool {
                 Ok(()) => {
                     engine.telemetry.cache_written(1);
                     engine.recent.insert(task.key.clone(), Instant::now());
-                    engine.predictor_warmed(&task.key);
+                    engine.note_warmed(&task.key, now_unix(), true);
                     (WarmStatus::Success, bytes, None)
                 }
                 Err(e) => (WarmStatus::CacheError, bytes, Some(e.to_string())),
