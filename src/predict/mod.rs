@@ -38,6 +38,11 @@ pub trait Predictor: Send + Sync {
     /// A fresh value of `key` was written to the cache at `at_unix_secs` by
     /// a warm (predictors that model when values expire use it).
     fn warmed(&self, _key: &str, _at_unix_secs: u64) {}
+    /// Whether [`Predictor::warmed`] does anything: the engine shares
+    /// completed warms with the other instances only for such predictors.
+    fn tracks_writes(&self) -> bool {
+        false
+    }
     /// The service's `default_ttl` changed at run time (`POST /warm/config`).
     fn ttl_changed(&self, _ttl: Duration) {}
     /// Up to `limit` keys, best first.

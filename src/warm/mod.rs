@@ -796,10 +796,15 @@ impl Engine {
         Ok(batch.len())
     }
 
-    /// A warm wrote a fresh value of `key` at `at`: the predictor hears of
-    /// it, and with coordination (`done_here`) so do the other instances'.
+    /// A warm wrote a fresh value of `key` at `at`: a predictor that tracks
+    /// writes hears of it, and with coordination (`done_here`) so do the
+    /// other instances' (nothing is shared for the other predictors).
     pub(crate) fn note_warmed(&self, key: &str, at: u64, done_here: bool) {
-        self.predictor.load().warmed(key, at);
+        let predictor = self.predictor.load();
+        if !predictor.tracks_writes() {
+            return;
+        }
+        predictor.warmed(key, at);
         if let (Some(c), true) = (&self.cluster, done_here) {
             c.buffer_warmed(key, at);
         }

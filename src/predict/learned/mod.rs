@@ -697,6 +697,10 @@ impl Predictor for LearnedPredictor {
         }
     }
 
+    fn tracks_writes(&self) -> bool {
+        true
+    }
+
     fn ttl_changed(&self, ttl: Duration) {
         let secs = ttl.as_secs().clamp(1, u64::from(u32::MAX)) as u32;
         self.ttl_secs.store(secs, Ordering::Relaxed);
