@@ -214,19 +214,19 @@ impl ClusterLink {
     }
 
     pub fn buffer_access(&self, key: &str, at_unix_secs: u64) {
-        self.accesses.lock().push(Access {
-            key: key.to_string(),
-            at_ms: at_unix_secs.saturating_mul(1000),
-            warmed: false,
-        });
+        self.buffer(key, at_unix_secs, false);
     }
 
     /// A warm of `key` completed here: shared with the others like an access.
     pub fn buffer_warmed(&self, key: &str, at_unix_secs: u64) {
+        self.buffer(key, at_unix_secs, true);
+    }
+
+    fn buffer(&self, key: &str, at_unix_secs: u64, warmed: bool) {
         self.accesses.lock().push(Access {
             key: key.to_string(),
             at_ms: at_unix_secs.saturating_mul(1000),
-            warmed: true,
+            warmed,
         });
     }
 
