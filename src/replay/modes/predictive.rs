@@ -154,7 +154,8 @@ pub struct Predictive {
     next_tick: f64,
     /// When each key was last queued (for `min_rewarm`).
     recent: IdMap<f64>,
-    /// The key of each queued id, to tell the predictor when it is warmed.
+    /// The key of each queued id, to tell the predictor when it is warmed
+    /// (only for a predictor that tracks writes, as in the engine).
     queued_keys: IdMap<String>,
     quality: Quality,
     note: Option<String>,
@@ -251,7 +252,9 @@ impl Predictive {
         }
         if self.queue.push(id, priority) {
             self.recent.insert(id, now);
-            self.queued_keys.insert(id, key.into());
+            if self.predictor.tracks_writes() {
+                self.queued_keys.insert(id, key.into());
+            }
         }
     }
 
