@@ -19,10 +19,13 @@
 #
 # Settings (environment, defaults in brackets):
 #   BENCH_KEYS [100000]   BENCH_CHUNK [10000] keys per POST /warm/key
-#   BENCH_CONCURRENCY ["64 128"] WARMING_CONCURRENT_WARMERS values to sweep
+#   BENCH_CONCURRENCY ["64 256"] WARMING_CONCURRENT_WARMERS values to sweep
 #   BENCH_BATCH [100]     WARMING_MAX_BATCH_SIZE
 #   BENCH_CACHES [redis]  any of: redis memory
-#   BENCH_ORIGIN_PORT [18080]  BENCH_SVC_PORT [18081]  BENCH_REDIS_DB [12]
+#   BENCH_ORIGIN_HTTP ["http1 http2"] WARMING_ORIGIN_HTTP values to sweep (nginx
+#                         serves HTTP/1.1 on BENCH_ORIGIN_PORT, h2c on BENCH_ORIGIN_H2_PORT)
+#   BENCH_ORIGIN_PORT [18080]  BENCH_ORIGIN_H2_PORT [18082]  BENCH_SVC_PORT [18081]
+#   BENCH_REDIS_DB [12]
 #   BENCH_NGINX_WORKERS [2]    BENCH_WRK_THREADS [2] BENCH_WRK_CONNS [64]
 #   BENCH_WRK_DURATION [10s]   BENCH_RUN_TIMEOUT [600] seconds per warm run
 #   BENCH_SKIP_BUILD [0]  BENCH_PERF [0]  BENCH_STRICT [0] exit 2 if under target
@@ -40,10 +43,12 @@ source scripts/bench/lib.sh
 
 KEYS=${BENCH_KEYS:-100000}
 CHUNK=${BENCH_CHUNK:-10000}
-CONCURRENCY=${BENCH_CONCURRENCY:-"64 128"}
+CONCURRENCY=${BENCH_CONCURRENCY:-"64 256"}
 BATCH=${BENCH_BATCH:-100}
 CACHES=${BENCH_CACHES:-redis}
+HTTP_VERSIONS=${BENCH_ORIGIN_HTTP:-"http1 http2"}
 ORIGIN_PORT=${BENCH_ORIGIN_PORT:-18080}
+ORIGIN_H2_PORT=${BENCH_ORIGIN_H2_PORT:-18082}
 SVC_PORT=${BENCH_SVC_PORT:-18081}
 REDIS_DB=${BENCH_REDIS_DB:-12}
 NGINX_WORKERS=${BENCH_NGINX_WORKERS:-2}
@@ -78,8 +83,8 @@ need curl curl
 need python3 python3
 
 ensure_redis
-for p in "$ORIGIN_PORT" "$SVC_PORT"; do
-  require_free_port "$p" "BENCH_ORIGIN_PORT / BENCH_SVC_PORT"
+for p in "$ORIGIN_PORT" "$ORIGIN_H2_PORT" "$SVC_PORT"; do
+  require_free_port "$p" "BENCH_ORIGIN_PORT / BENCH_ORIGIN_H2_PORT / BENCH_SVC_PORT"
 done
 # Only ever FLUSHDB a DB that holds nothing but this benchmark's own keys.
 DB_KEYS=$("${REDIS[@]}" DBSIZE)
@@ -152,8 +157,11 @@ check_redis() { # keys in Redis DB: count, sample values and TTLs
   return "$bad"
 }
 
-run_service() { # cache concurrency label binary
-  local cache=$1 conc=$2 label=$3 bin=$4 cache_url state out rc json rate
+run_service() { # cache concurrency label binary http
+  local cache=$1 conc=$2 label=$3 bin=$4 http=$5 cache_url state out rc json rate origin_url
+  # nginx serves HTTP/1.1 on ORIGIN_PORT and HTTP/2 (h2c) on ORIGIN_H2_PORT.
+  if [[ $http == http2 ]]; then origin_url="http://127.0.0.1:$ORIGIN_H2_PORT"
+  else origin_url=$ORIGIN_URL; fi
   if [[ $cache == redis ]]; then
     cache_url="redis://127.0.0.1:6379/$REDIS_DB"
     FLUSH=1; "${REDIS[@]}" FLUSHDB >/dev/null
@@ -161,9 +169,10 @@ run_service() { # cache concurrency label binary
     cache_url="memory://"
   fi
   state="$WORK/state-$label-$cache-$conc"; mkdir -p "$state"
-  log "service $label ($bin): cache=$cache concurrent_warmers=$conc max_batch_size=$BATCH (load $(loadavg))"
+  log "service $label ($bin): cache=$cache origin_http=$http concurrent_warmers=$conc max_batch_size=$BATCH (load $(loadavg))"
   env WARMING_LISTEN="127.0.0.1:$SVC_PORT" \
-      WARMING_ORIGIN_URL="$ORIGIN_URL/items/{key}" \
+      WARMING_ORIGIN_URL="$origin_url/items/{key}" \
+      WARMING_ORIGIN_HTTP="$http" \
       WARMING_CACHE_URL="$cache_url" \
       WARMING_CACHE_PREFIX="$PREFIX" \
       WARMING_MAX_ORIGIN_RPS=0 \
@@ -223,10 +232,10 @@ EOF
   local cpu
   cpu=$(python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["cpu_cores"]
 print(" ".join("%s=%s" % (k, v) for k, v in c.items() if k != "machine_cores"))' "$WORK/run-$label-$cache-$conc.json")
-  RESULTS+=("$label|$cache|$conc|$rate|$(loadavg)|$cpu")
+  RESULTS+=("$label|$cache|$http|$conc|$rate|$(loadavg)|$cpu")
   if [[ $cache == redis && $label == "$FIRST_LABEL" ]] &&
     awk -v a="$rate" -v b="$BEST_RATE" 'BEGIN {exit !(a > b)}'; then
-    BEST_RATE=$rate BEST_DESC="concurrent_warmers=$conc"
+    BEST_RATE=$rate BEST_DESC="origin_http=$http concurrent_warmers=$conc"
   fi
 }
 
@@ -236,9 +245,11 @@ for spec in $BINS; do
   [[ -x ${spec#*=} ]] || die "BENCH_BINS: ${spec#*=} is not an executable"
 done
 for cache in $CACHES; do
-  for conc in $CONCURRENCY; do
-    for spec in $BINS; do
-      run_service "$cache" "$conc" "${spec%%=*}" "${spec#*=}"
+  for http in $HTTP_VERSIONS; do
+    for conc in $CONCURRENCY; do
+      for spec in $BINS; do
+        run_service "$cache" "$conc" "${spec%%=*}" "${spec#*=}" "$http"
+      done
     done
   done
 done
@@ -254,10 +265,10 @@ PCT=$(awk -v a="$BEST_RATE" -v b="$ORIGIN_RPS" 'BEGIN {printf "%.1f", 100 * a / 
   echo "== warm throughput: $KEYS keys, batch $BATCH, rate limit off, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   printf '%s\n' "${ORIGIN_LINES[@]}"
   echo "origin capacity used for the ratio (the higher one): $ORIGIN_RPS req/s (nginx, $NGINX_WORKERS workers)"
-  printf '%-9s %-7s %11s %10s %9s   %-15s  %s\n' binary cache concurrency keys/s "of origin" "load after" "CPU cores during the run"
+  printf '%-9s %-7s %-6s %11s %10s %9s   %-15s  %s\n' binary cache http concurrency keys/s "of origin" "load after" "CPU cores during the run"
   for r in "${RESULTS[@]}"; do
-    IFS='|' read -r b c n rate load cpu <<<"$r"
-    printf '%-9s %-7s %11s %10s %8s%%   %-15s  %s\n' "$b" "$c" "$n" "$rate" \
+    IFS='|' read -r b c h n rate load cpu <<<"$r"
+    printf '%-9s %-7s %-6s %11s %10s %8s%%   %-15s  %s\n' "$b" "$c" "$h" "$n" "$rate" \
       "$(awk -v a="$rate" -v b="$ORIGIN_RPS" 'BEGIN {printf "%.1f", 100 * a / b}')" "$load" "$cpu"
   done
   if [[ $CACHES == *redis* ]]; then

@@ -428,6 +428,8 @@ pub struct ServiceConfig {
     pub listen: String,
     /// Origin URL template with `{key}`; `None` uses the built-in demo origin.
     pub origin_url: Option<String>,
+    /// HTTP version spoken to the origin. Default `auto`.
+    pub origin_http: OriginHttp,
     /// `memory://` (default) or `redis://host:port/db`.
     pub cache_url: String,
     /// Prefix put before every key written to the cache. Default empty.
@@ -489,6 +491,46 @@ pub struct ServiceConfig {
     pub learned_min_probability: f64,
 }
 
+/// HTTP version spoken to the origin (`WARMING_ORIGIN_HTTP`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OriginHttp {
+    /// HTTP/1.1 on `http://`; on `https://`, HTTP/2 when the origin offers it
+    /// (TLS ALPN), else HTTP/1.1.
+    #[default]
+    Auto,
+    /// HTTP/1.1 only, over a pool of keep-alive connections.
+    Http1,
+    /// HTTP/2 only, also on `http://` without an upgrade ("prior knowledge",
+    /// h2c): many requests multiplexed on each connection. The origin must
+    /// speak HTTP/2 on that port (nginx: `listen ... http2`).
+    Http2,
+}
+
+impl OriginHttp {
+    /// The name used in configuration and `GET /warm/config`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OriginHttp::Auto => "auto",
+            OriginHttp::Http1 => "http1",
+            OriginHttp::Http2 => "http2",
+        }
+    }
+}
+
+impl FromStr for OriginHttp {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" | "" => Ok(OriginHttp::Auto),
+            "http1" | "http/1.1" | "1.1" | "1" => Ok(OriginHttp::Http1),
+            "http2" | "h2" | "h2c" | "2" => Ok(OriginHttp::Http2),
+            other => Err(format!(
+                "unknown origin_http {other:?}; allowed: auto, http1, http2"
+            )),
+        }
+    }
+}
+
 /// How instances coordinate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Coordination {
@@ -517,6 +559,7 @@ impl Default for ServiceConfig {
         ServiceConfig {
             listen: "0.0.0.0:4000".into(),
             origin_url: None,
+            origin_http: OriginHttp::Auto,
             cache_url: "memory://".into(),
             cache_prefix: String::new(),
             memory_cache_capacity: 1_000_000,
@@ -917,6 +960,7 @@ impl Settings {
         let mut s = ServiceConfig::default();
         l.string("listen", &mut s.listen);
         l.opt_string("origin_url", &mut s.origin_url);
+        l.parse("origin_http", &mut s.origin_http);
         l.string("cache_url", &mut s.cache_url);
         l.string("cache_prefix", &mut s.cache_prefix);
         l.parse("memory_cache_capacity", &mut s.memory_cache_capacity);
@@ -1006,6 +1050,7 @@ pub const KNOWN_FIELDS: &[&str] = &[
     "predict_window",
     "listen",
     "origin_url",
+    "origin_http",
     "cache_url",
     "cache_prefix",
     "memory_cache_capacity",
@@ -1125,6 +1170,23 @@ mod tests {
         let fields: Vec<_> = err.0.iter().map(|e| e.field.as_str()).collect();
         assert!(fields.contains(&"learned_min_probability"), "{fields:?}");
         assert!(fields.contains(&"predictor_model"), "{fields:?}");
+    }
+
+    #[test]
+    fn origin_http_is_parsed_and_checked() {
+        let s = Settings::load(None, &env(&[])).unwrap();
+        assert_eq!(s.service.origin_http, OriginHttp::Auto);
+        for (value, want) in [("http2", OriginHttp::Http2), ("HTTP1", OriginHttp::Http1)] {
+            let s = Settings::load(None, &env(&[("WARMING_ORIGIN_HTTP", value)])).unwrap();
+            assert_eq!(s.service.origin_http, want);
+        }
+        let err = Settings::load(None, &env(&[("WARMING_ORIGIN_HTTP", "http3")])).unwrap_err();
+        assert_eq!(err.0[0].field, "origin_http");
+        assert!(
+            err.0[0].message.contains("auto, http1, http2"),
+            "{}",
+            err.0[0].message
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use support::origin::TestOrigin;
+use warming::config::OriginHttp;
 use warming::origin::http::HttpOrigin;
 use warming::origin::limiter::OriginLimiter;
 use warming::origin::retry::{FetchObserver, FetchReport, GuardedOrigin, RetryPolicy};
@@ -402,6 +403,63 @@ async fn unlimited_fetches_run_concurrently_on_one_pool() {
         "{}",
         server.max_concurrency()
     );
+}
+
+/// `WARMING_ORIGIN_HTTP`: `auto` and `http1` speak HTTP/1.1 to an `http://`
+/// origin; `http2` speaks HTTP/2 without TLS (prior knowledge) and keeps the
+/// same semantics (status mapping, `max-age`, key encoding) while multiplexing
+/// concurrent fetches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_http_version_is_the_one_configured() {
+    use axum::http::Version;
+    let server = TestOrigin::start().await;
+    for (setting, want) in [
+        (OriginHttp::Auto, Version::HTTP_11),
+        (OriginHttp::Http1, Version::HTTP_11),
+        (OriginHttp::Http2, Version::HTTP_2),
+    ] {
+        server.reset_counts();
+        let origin = Arc::new(HttpOrigin::with_version(&server.url_template(), setting).unwrap());
+        server.set_max_age(Some(60));
+        let fetched = origin.fetch("a/b c", TIMEOUT).await.unwrap();
+        assert_eq!(fetched.body, "value-of:a/b c", "{setting:?}");
+        assert_eq!(
+            fetched.max_age,
+            Some(Duration::from_secs(60)),
+            "{setting:?}"
+        );
+        server.set_status("gone", 404);
+        assert!(
+            matches!(
+                origin.fetch("gone", TIMEOUT).await,
+                Err(OriginError::NotFound)
+            ),
+            "{setting:?}"
+        );
+        server.set_latency(Duration::from_millis(200));
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let origin = origin.clone();
+                tokio::spawn(async move { origin.fetch(&format!("m{i}"), TIMEOUT).await })
+            })
+            .collect();
+        for task in tasks {
+            assert!(task.await.unwrap().is_ok(), "{setting:?}");
+        }
+        server.set_latency(Duration::ZERO);
+        assert!(
+            server.max_concurrency() >= 15,
+            "{setting:?}: {}",
+            server.max_concurrency()
+        );
+        let versions = server.versions();
+        assert_eq!(versions.len(), 22, "{setting:?}");
+        assert!(
+            versions.iter().all(|v| *v == want),
+            "{setting:?}: want {want:?}, origin saw {versions:?}"
+        );
+        assert!(server.stray_requests().is_empty());
+    }
 }
 
 #[tokio::test]

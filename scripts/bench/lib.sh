@@ -152,7 +152,7 @@ start_nginx() {
   nginx=$(command -v nginx || echo /usr/sbin/nginx)
   mkdir -p "$WORK/nginx"
   sed -e "s|@WORKERS@|$NGINX_WORKERS|g" -e "s|@PREFIX@|$WORK/nginx|g" \
-      -e "s|@DATA@|$WORK/www|g" -e "s|@PORT@|$ORIGIN_PORT|g" \
+      -e "s|@DATA@|$WORK/www|g" -e "s|@PORT@|$ORIGIN_PORT|g" -e "s|@H2PORT@|$ORIGIN_H2_PORT|g" \
       scripts/bench/nginx.conf.template >"$WORK/nginx/nginx.conf"
   "$nginx" -q -t -p "$WORK/nginx" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf" ||
     die "nginx config test failed"

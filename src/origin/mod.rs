@@ -14,6 +14,7 @@ pub mod retry;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::OriginHttp;
 use async_trait::async_trait;
 use bytes::Bytes;
 
@@ -86,10 +87,11 @@ pub trait Origin: Send + Sync + 'static {
     fn describe(&self) -> String;
 }
 
-/// The origin named by `origin_url`, or the demo origin when there is none.
-pub fn open(origin_url: Option<&str>) -> Result<Arc<dyn Origin>, OriginError> {
+/// The origin named by `origin_url` (spoken to in `version`), or the demo
+/// origin when there is none.
+pub fn open(origin_url: Option<&str>, version: OriginHttp) -> Result<Arc<dyn Origin>, OriginError> {
     match origin_url {
-        Some(url) => Ok(Arc::new(http::HttpOrigin::new(url)?)),
+        Some(url) => Ok(Arc::new(http::HttpOrigin::with_version(url, version)?)),
         None => Ok(Arc::new(demo::DemoOrigin::default())),
     }
 }

@@ -202,7 +202,7 @@ impl Engine {
     pub async fn start(settings: Settings) -> anyhow::Result<Arc<Engine>> {
         let Settings { tunables, service } = settings;
         let cache = cache::open(&service).await?;
-        let origin_impl = origin::open(service.origin_url.as_deref())?;
+        let origin_impl = origin::open(service.origin_url.as_deref(), service.origin_http)?;
         let background_stop = CancellationToken::new();
         let mut events = EventBus::new(4096);
         if let Some(url) = &service.nats_url {
@@ -901,6 +901,7 @@ impl Engine {
             "service": {
                 "listen": s.listen,
                 "origin": self.origin.origin().describe(),
+                "origin_http": s.origin_http.as_str(),
                 "cache_backend": self.cache.backend(),
                 "cache_prefix": s.cache_prefix,
                 "nats_subject": s.nats_url.as_ref().map(|_| s.nats_subject.clone()),

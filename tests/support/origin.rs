@@ -20,6 +20,7 @@
 //! | when they arrived (rate checks) | [`request_times`](TestOrigin::request_times) |
 //! | most requests in flight at once | [`max_concurrency`](TestOrigin::max_concurrency) |
 //! | requests to any other path (a key that escaped its segment) | [`stray_requests`](TestOrigin::stray_requests) |
+//! | the HTTP versions the item requests came in (HTTP/1.1, or HTTP/2 without TLS) | [`versions`](TestOrigin::versions) |
 //!
 //! Keys are taken from the *raw* request path and percent-decoded here, so an
 //! encoded `/` (`..%2Fadmin`) arrives as the key `../admin`; a request whose
@@ -49,7 +50,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderValue, Response, StatusCode, Uri, header};
+use axum::http::{HeaderValue, Response, StatusCode, Uri, Version, header};
 use axum::routing::get;
 use parking_lot::Mutex;
 use percent_encoding::percent_decode_str;
@@ -92,6 +93,7 @@ struct Log {
     per_key: HashMap<String, usize>,
     times: Vec<Instant>,
     stray: Vec<String>,
+    versions: Vec<Version>,
 }
 
 impl TestOrigin {
@@ -225,6 +227,11 @@ impl TestOrigin {
         self.state.max_in_flight.load(Ordering::SeqCst)
     }
 
+    /// The HTTP version of every request on the item routes, in order.
+    pub fn versions(&self) -> Vec<Version> {
+        self.state.log.lock().versions.clone()
+    }
+
     /// Raw paths (with query) of requests that matched no item route.
     pub fn stray_requests(&self) -> Vec<String> {
         self.state.log.lock().stray.clone()
@@ -282,20 +289,24 @@ impl Drop for InFlight<'_> {
 }
 
 /// `GET /items/{*key}`: the key is the raw rest of the path, percent-decoded.
-async fn item(State(shared): State<Arc<Shared>>, uri: Uri) -> Response<Body> {
+async fn item(State(shared): State<Arc<Shared>>, version: Version, uri: Uri) -> Response<Body> {
     let raw = uri.path().strip_prefix("/items/").unwrap_or_default();
-    answer(&shared, decode(raw)).await
+    answer(&shared, version, decode(raw)).await
 }
 
 /// `GET /get?k={key}`: the key is the raw `k` parameter, percent-decoded.
-async fn query_item(State(shared): State<Arc<Shared>>, uri: Uri) -> Response<Body> {
+async fn query_item(
+    State(shared): State<Arc<Shared>>,
+    version: Version,
+    uri: Uri,
+) -> Response<Body> {
     let raw = uri
         .query()
         .unwrap_or_default()
         .split('&')
         .find_map(|pair| pair.strip_prefix("k="))
         .unwrap_or_default();
-    answer(&shared, decode(raw)).await
+    answer(&shared, version, decode(raw)).await
 }
 
 /// Any other path: recorded so tests can prove a key never escaped.
@@ -309,11 +320,12 @@ fn decode(raw: &str) -> String {
     percent_decode_str(raw).decode_utf8_lossy().into_owned()
 }
 
-async fn answer(shared: &Shared, key: String) -> Response<Body> {
+async fn answer(shared: &Shared, version: Version, key: String) -> Response<Body> {
     let _in_flight = InFlight::enter(shared);
     {
         let mut log = shared.log.lock();
         log.times.push(Instant::now());
+        log.versions.push(version);
         *log.per_key.entry(key.clone()).or_default() += 1;
     }
     let (latency, status, max_age, retry_after, redirect) = {
