@@ -3,14 +3,14 @@
 ONNX path (cargo feature `onnx`, WARMING_PREDICTOR_MODEL=path.onnx).
 
 The model is logistic regression on the documented feature vector
-(docs/learned-predictor.md): input "features" [N, 16] float32, output
+(docs/learned-predictor.md): input "features" [N, 17] float32, output
 "score" [N, 1] float32 = sigmoid(features @ W + b). W and b are the online
 model's prior weights (src/predict/learned/model.rs, PRIOR and PRIOR_BIAS),
 so the Rust test can check the ONNX scores against the built-in model.
 
 To ship your own model, train any classifier on feature vectors computed
 from your logs (label: was the key requested within the window after the
-snapshot) and export it with one [N, 16] float32 input and one output of
+snapshot) and export it with one [N, 17] float32 input and one output of
 scores ([N], [N, 1], or [N, 2] class probabilities).
 
 Usage: pip install onnx && python3 scripts/make-onnx-model.py [OUT]
@@ -20,8 +20,8 @@ import sys
 import onnx
 from onnx import TensorProto, helper
 
-NUM_FEATURES = 16
-PRIOR = [0.8, 0.5, 0.3, 0.1, -0.3, 0.1, 0.0, 0.0, 0.0, 0.0, 0.2, 0.1, 0.05, 0.1, 0.05, 0.0]
+NUM_FEATURES = 17
+PRIOR = [0.8, 0.5, 0.3, 0.1, -0.3, 0.1, 0.0, 0.0, 0.0, 0.0, 0.2, 0.1, 0.05, 0.1, 0.05, 0.0, 0.5]
 PRIOR_BIAS = -1.5
 
 

@@ -2,6 +2,7 @@
 //!
 //! Every access updates a [`KeyState`] (56 bytes) in O(1): exponentially
 //! decayed counts at four half-lives, the first and last access, the count,
+//! the reads of the current cached value,
 //! running statistics of the log inter-arrival time, and a coarse
 //! hour-of-day and day-of-week profile. Key prefixes get their own decayed
 //! counts in a fixed-size hashed table ([`PrefixTable`]). [`features`] turns
@@ -19,7 +20,7 @@
 //! variance", 2009).
 
 /// Number of features in the vector.
-pub const NUM_FEATURES: usize = 16;
+pub const NUM_FEATURES: usize = 17;
 
 /// Half-lives of the decayed counts, seconds: 5 min, 30 min, 3 h, 24 h.
 pub const HALF_LIVES: [f32; 4] = [300.0, 1800.0, 10_800.0, 86_400.0];
@@ -55,6 +56,7 @@ const WEEK: u64 = 7 * DAY;
 /// | 13 | `ln_prefix_5m` | `ln(1 + c)`, `c` = accesses to the key's prefix, 5-min half-life |
 /// | 14 | `ln_prefix_30m` | same, 30-min half-life |
 /// | 15 | `ln_horizon_min` | `ln(1 + horizon in minutes)`: the label horizon (the TTL with the gate on, else the window predicted) |
+/// | 16 | `ln_value_reads` | `ln(1 + r)`, `r` = reads of the key's current cached value (since it was written, the read that wrote it included; at most 255); 0 once `now` is 1.5 horizons past the write (the value lived out unread) |
 pub const FEATURE_NAMES: [&str; NUM_FEATURES] = [
     "ln_count_5m",
     "ln_count_30m",
@@ -72,6 +74,7 @@ pub const FEATURE_NAMES: [&str; NUM_FEATURES] = [
     "ln_prefix_5m",
     "ln_prefix_30m",
     "ln_horizon_min",
+    "ln_value_reads",
 ];
 
 /// One feature vector.
@@ -97,6 +100,8 @@ pub struct KeyState {
     pub hod: [u8; HOD_SLOTS],
     /// Accesses per UTC day of week (0 = Thursday, 1970-01-01); halved together.
     pub dow: [u8; 7],
+    /// Reads since `written` (saturating): how much the current value is used.
+    pub value_reads: u8,
 }
 
 fn decay(c: f32, dt: f32, half_life: f32) -> f32 {
@@ -167,6 +172,7 @@ impl KeyState {
             gap_var: 0.0,
             hod: [0; HOD_SLOTS],
             dow: [0; 7],
+            value_reads: 1,
         };
         s.hod[hod_slot(unix)] = 1;
         s.dow[dow_slot(unix)] = 1;
@@ -195,6 +201,9 @@ impl KeyState {
         }
         self.first = self.first.min(rel);
         self.count = self.count.saturating_add(1);
+        if rel >= self.written {
+            self.value_reads = self.value_reads.saturating_add(1);
+        }
         bump(&mut self.hod, hod_slot(unix));
         bump(&mut self.dow, dow_slot(unix));
     }
@@ -204,12 +213,16 @@ impl KeyState {
     pub fn read_through(&mut self, rel: u32, ttl: u32) {
         if ttl > 0 && rel >= self.written.saturating_add(ttl) {
             self.written = rel;
+            self.value_reads = 1;
         }
     }
 
     /// A fresh value was written at `rel` (a warm).
     pub fn rewritten(&mut self, rel: u32) {
-        self.written = self.written.max(rel);
+        if rel >= self.written {
+            self.written = rel;
+            self.value_reads = 0;
+        }
     }
 
     /// Eviction warmth: the 3-h decayed count at `now` (relative).
@@ -356,6 +369,12 @@ pub fn features(s: &KeyState, prefix: [f32; 2], ctx: &Context) -> Features {
     f[13] = ln_1p(prefix[0]);
     f[14] = ln_1p(prefix[1]);
     f[15] = ln_1p(ctx.horizon_secs as f32 / 60.0);
+    let lived_out = s
+        .written
+        .saturating_add(ctx.horizon_secs.saturating_add(ctx.horizon_secs / 2));
+    if ctx.now_rel < lived_out {
+        f[16] = ln_1p(f32::from(s.value_reads));
+    }
     f
 }
 
@@ -421,6 +440,43 @@ mod tests {
             f[3],
             want24.ln_1p()
         );
+    }
+
+    /// `ln_value_reads`: reads of the current value, the writing read
+    /// included; a read-through miss after expiry starts a new count at 1, a
+    /// warm at 0; a value that lived out unread scores 0.
+    #[test]
+    fn value_reads_count_the_current_values_readers() {
+        const TTL: u32 = 3600;
+        let reads = |f: &Features| (f[16].exp() - 1.0).round() as u32;
+        let mut s = KeyState::new(0, U0);
+        for t in [60u32, 120, 600] {
+            s.hit(t, U0 + u64::from(t));
+            s.read_through(t, TTL);
+        }
+        assert_eq!(s.value_reads, 4);
+        assert_eq!(reads(&features(&s, [0.0; 2], &ctx(TTL, TTL))), 4);
+        // Read after the value expired: a miss writes a new value.
+        s.hit(TTL + 10, U0 + u64::from(TTL + 10));
+        s.read_through(TTL + 10, TTL);
+        assert_eq!(s.written, TTL + 10);
+        assert_eq!(reads(&features(&s, [0.0; 2], &ctx(TTL + 20, TTL))), 1);
+        // A warm writes a value nobody has read yet.
+        s.rewritten(TTL + 100);
+        assert_eq!(reads(&features(&s, [0.0; 2], &ctx(TTL + 200, TTL))), 0);
+        s.hit(TTL + 300, U0 + u64::from(TTL + 300));
+        s.read_through(TTL + 300, TTL);
+        assert_eq!(reads(&features(&s, [0.0; 2], &ctx(TTL + 400, TTL))), 1);
+        // 1.5 TTLs after the warm without a read, the value lived out: 0.
+        let late = TTL + 100 + TTL * 3 / 2;
+        assert_eq!(reads(&features(&s, [0.0; 2], &ctx(late - 1, TTL))), 1);
+        assert_eq!(features(&s, [0.0; 2], &ctx(late, TTL))[16], 0.0);
+        // Saturates instead of wrapping.
+        for t in 0..300u32 {
+            s.hit(TTL + 400 + t, U0 + u64::from(TTL + 400 + t));
+        }
+        assert_eq!(s.value_reads, u8::MAX);
+        assert_eq!(std::mem::size_of::<KeyState>(), 56, "the documented size");
     }
 
     #[test]

@@ -45,9 +45,9 @@
 //!
 //! # The feature vector
 //!
-//! [`features::NUM_FEATURES`] (16) `f32`s, in the order and with the
+//! [`features::NUM_FEATURES`] (17) `f32`s, in the order and with the
 //! definitions of [`features::FEATURE_NAMES`]; the same vector is the input
-//! of an ONNX model (`[N, 16]` float32). `docs/learned-predictor.md`
+//! of an ONNX model (`[N, 17]` float32). `docs/learned-predictor.md`
 //! explains how to compute it from logs to train a model offline.
 //!
 //! # Configuration (environment, read when the predictor is created)

@@ -43,6 +43,7 @@ const PRIOR: [f32; NUM_FEATURES] = [
     0.1,  // ln_prefix_5m
     0.05, // ln_prefix_30m
     0.0,  // ln_horizon_min
+    0.5,  // ln_value_reads
 ];
 const PRIOR_BIAS: f32 = -1.5;
 

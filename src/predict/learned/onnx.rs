@@ -1,7 +1,7 @@
 //! Scoring with a model trained offline, loaded from an ONNX file with
 //! tract (pure Rust). Only with the `onnx` cargo feature.
 //!
-//! The model takes one input, `[N, 16]` float32: one row per key, the
+//! The model takes one input, `[N, 17]` float32: one row per key, the
 //! feature vector of [`super::features::FEATURE_NAMES`] in that order. Its
 //! first output holds one score per row (`[N]`, `[N, 1]`, or `[N, 2]` whose
 //! last column is taken as the positive-class probability, as scikit-learn
@@ -42,7 +42,9 @@ impl OnnxModel {
         // Fail at load, not at the first prediction, if the shapes are wrong.
         let mut out = Vec::new();
         m.score(&[[0.0; NUM_FEATURES]; 2], &mut out)
-            .context("the model does not take [N, 16] float32 features")?;
+            .with_context(|| {
+                format!("the model does not take [N, {NUM_FEATURES}] float32 features")
+            })?;
         Ok(m)
     }
 
