@@ -14,9 +14,10 @@ pub mod retry;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::OriginHttp;
 use async_trait::async_trait;
 use bytes::Bytes;
+
+use crate::config::OriginHttp;
 
 /// A successful origin response.
 #[derive(Debug, Clone, PartialEq, Eq)]
