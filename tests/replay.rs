@@ -82,6 +82,102 @@ fn web07_xz_whole_file() {
     assert_eq!(r[10].at, 1.0, "10 requests per second");
 }
 
+/// libCacheSim's oracleGeneral records of the first cloudPhysicsIO rows
+/// (`u32 time, u64 id, u32 size, i64 next`, little-endian), plain, as one
+/// zstd frame and as two concatenated frames: all three read back as the
+/// CSV's time, key and size, and the names are recognised.
+#[test]
+fn oracle_general_plain_and_zstd_match_the_csv() {
+    let csv = head("cloudPhysicsIO.csv", Format::CloudPhysics, 5_000);
+    let mut bin = Vec::with_capacity(csv.len() * 24);
+    for r in &csv {
+        bin.extend_from_slice(&(r.at as u32).to_le_bytes());
+        bin.extend_from_slice(&r.id.to_le_bytes());
+        bin.extend_from_slice(&r.size.to_le_bytes());
+        bin.extend_from_slice(&(-1i64).to_le_bytes());
+    }
+    let level = ruzstd::encoding::CompressionLevel::Fastest;
+    let one_frame = ruzstd::encoding::compress_to_vec(&bin[..], level);
+    let (a, b) = bin.split_at(24 * 2_000);
+    let mut two_frames = ruzstd::encoding::compress_to_vec(a, level);
+    two_frames.extend(ruzstd::encoding::compress_to_vec(b, level));
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bytes) in [
+        ("cloud.oracleGeneral.bin", &bin),
+        ("cloud.oracleGeneral.zst", &one_frame),
+        ("cloud.oracleGeneral.sample.zst", &two_frames),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        assert_eq!(
+            Format::detect(&path).unwrap(),
+            Format::OracleGeneral,
+            "{name}"
+        );
+        let got: Vec<Request> = trace::open(&path, Format::OracleGeneral, clock())
+            .unwrap()
+            .collect::<std::io::Result<_>>()
+            .unwrap();
+        assert_eq!(got.len(), csv.len(), "{name}");
+        for (g, c) in got.iter().zip(&csv) {
+            assert_eq!(
+                (g.at, g.id, &g.key, g.size),
+                (c.at, c.id, &c.key, c.size),
+                "{name}"
+            );
+        }
+    }
+    // A record cut short is an error, not a silent end.
+    let cut = dir.path().join("cut.oracleGeneral.bin");
+    std::fs::write(&cut, &bin[..24 * 3 + 10]).unwrap();
+    let r: Vec<_> = trace::open(&cut, Format::OracleGeneral, clock())
+        .unwrap()
+        .collect();
+    assert_eq!(r.len(), 4);
+    assert!(r[3].is_err());
+}
+
+/// One key per line (libCacheSim's `.txt`, caffeine's text `.trace`): the
+/// keys of web07 written as text read back in order with the clock's
+/// times; a `.trace` file is told apart from the binary one by its bytes.
+#[test]
+fn text_traces_one_key_per_line() {
+    let web = head("web07.trace.xz", Format::Cache2k, 3_000);
+    let mut text = String::from("# web07, first requests\n\n");
+    for r in &web {
+        text.push_str(&r.key);
+        text.push('\n');
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["web07.txt", "web07.trace", "web07.txt.zst"] {
+        let path = dir.path().join(name);
+        let bytes = if name.ends_with(".zst") {
+            ruzstd::encoding::compress_to_vec(
+                text.as_bytes(),
+                ruzstd::encoding::CompressionLevel::Fastest,
+            )
+        } else {
+            text.clone().into_bytes()
+        };
+        std::fs::write(&path, bytes).unwrap();
+        assert_eq!(Format::detect(&path).unwrap(), Format::Text, "{name}");
+        let got: Vec<Request> = trace::open(&path, Format::Text, clock())
+            .unwrap()
+            .collect::<std::io::Result<_>>()
+            .unwrap();
+        assert_eq!(got.len(), web.len(), "{name}");
+        for (g, w) in got.iter().zip(&web) {
+            assert_eq!((g.at, &g.key), (w.at, &w.key), "{name}");
+            assert_eq!(Some(g.id), Format::Text.key_space().id(&g.key));
+        }
+    }
+    assert_eq!(
+        Format::detect(&traces().join("web07.trace.xz")).unwrap(),
+        Format::Cache2k,
+        "the binary .trace stays cache2k"
+    );
+}
+
 fn config(modes: &str, ttl: f64) -> ReplayConfig {
     let sim = sim::SimConfig {
         capacity: sim::Capacity::Entries(100_000),

@@ -6,6 +6,8 @@
 //! | `cloudphysics` | libCacheSim CSV, header `version,time,op,size,lbn` | `time`, seconds | `lbn` | `size` |
 //! | `vscsi` | libCacheSim binary, 32-byte little-endian records `u32 sn, u32 len, u32 nSG, u16 cmd, u16 ver, u64 lbn, u64 ts` | `ts`, microseconds | `lbn` | `len` |
 //! | `cache2k` | big-endian `i32` per request (caffeine / cache2k traces such as `web07.trace.xz`), optionally xz-compressed | from `--rate` | the integer | 1 |
+//! | `oracle-general` | libCacheSim binary, 24-byte little-endian records `u32 time, u64 obj_id, u32 obj_size, i64 next_access_vtime` (`*.oracleGeneral*`) | `time`, seconds | `obj_id` | `obj_size` |
+//! | `txt` | one key per line (libCacheSim's plain-text traces, caffeine's text `.trace` files); blank and `#` lines skipped | from `--rate` | the line | 1 |
 //! | `csv` | `timestamp,key[,size[,ttl]]`, seconds (fractions allowed), optional header line | `timestamp` | `key` | `size` (default 1) |
 //! | `access-jsonl` | the service's own access records, one JSON object per line: an `AccessEvent` (`{"key": "k", "at": 1700000000.5}`, `at` in unix seconds or RFC 3339, optional) or a whole `POST /warm/access` body (`{"keys": [...], "events": [...]}`) | `at`, else from `--rate` | `key` | 1 |
 //!
@@ -19,7 +21,9 @@
 //! (odds about n²/2⁶⁵: 3·10⁻⁶ for 10 million keys).
 //!
 //! An xz file (`.xz`) is decompressed by `lzma-rs` on a helper thread that
-//! hands 64 KiB chunks over a bounded channel, so it streams too.
+//! hands 64 KiB chunks over a bounded channel, so it streams too; a zstd
+//! file (`.zst`, as libCacheSim's datasets ship) is decoded by `ruzstd` as it
+//! is read, frame after frame.
 
 use std::fs::File;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
@@ -28,6 +32,7 @@ use std::path::Path;
 use std::sync::mpsc;
 
 use compact_str::{CompactString, format_compact};
+use ruzstd::decoding::{FrameDecoder, StreamingDecoder};
 
 use crate::protocol::{AccessEvent, AccessRequest, AccessTime};
 
@@ -54,19 +59,30 @@ pub enum Format {
     CloudPhysics,
     Vscsi,
     Cache2k,
+    OracleGeneral,
+    Text,
     Csv,
     AccessJsonl,
 }
 
 impl Format {
-    pub const NAMES: [&'static str; 5] =
-        ["cloudphysics", "vscsi", "cache2k", "csv", "access-jsonl"];
+    pub const NAMES: [&'static str; 7] = [
+        "cloudphysics",
+        "vscsi",
+        "cache2k",
+        "oracle-general",
+        "txt",
+        "csv",
+        "access-jsonl",
+    ];
 
     pub fn parse(s: &str) -> Result<Format, String> {
         match s.trim().to_ascii_lowercase().as_str() {
             "cloudphysics" | "libcachesim-csv" => Ok(Format::CloudPhysics),
             "vscsi" => Ok(Format::Vscsi),
             "cache2k" | "web07" | "i32be" => Ok(Format::Cache2k),
+            "oracle-general" | "oraclegeneral" | "oracle" => Ok(Format::OracleGeneral),
+            "txt" | "text" | "lines" | "plain" => Ok(Format::Text),
             "csv" => Ok(Format::Csv),
             "access-jsonl" | "jsonl" | "access" => Ok(Format::AccessJsonl),
             other => Err(format!(
@@ -81,23 +97,38 @@ impl Format {
             Format::CloudPhysics => "cloudphysics",
             Format::Vscsi => "vscsi",
             Format::Cache2k => "cache2k",
+            Format::OracleGeneral => "oracle-general",
+            Format::Text => "txt",
             Format::Csv => "csv",
             Format::AccessJsonl => "access-jsonl",
         }
     }
 
-    /// Guesses the format from the file name, and for `.csv` from the header.
+    /// Guesses the format from the file name (`.xz` and `.zst` looked
+    /// through), for `.trace` from whether it starts as text or binary, and
+    /// for anything else from the first line.
     pub fn detect(path: &Path) -> io::Result<Format> {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().to_ascii_lowercase())
             .unwrap_or_default();
         let name = name.strip_suffix(".xz").unwrap_or(&name);
+        let name = name.strip_suffix(".zst").unwrap_or(name);
         if name.ends_with(".vscsi") {
             return Ok(Format::Vscsi);
         }
+        if name.contains("oraclegeneral") {
+            return Ok(Format::OracleGeneral);
+        }
+        if name.ends_with(".txt") {
+            return Ok(Format::Text);
+        }
         if name.ends_with(".trace") {
-            return Ok(Format::Cache2k);
+            return Ok(if starts_as_text(path)? {
+                Format::Text
+            } else {
+                Format::Cache2k
+            });
         }
         if name.ends_with(".jsonl") || name.ends_with(".ndjson") || name.ends_with(".json") {
             return Ok(Format::AccessJsonl);
@@ -117,8 +148,10 @@ impl Format {
     /// How keys of this format map to ids.
     pub fn key_space(self) -> KeySpace {
         match self {
-            Format::CloudPhysics | Format::Vscsi | Format::Cache2k => KeySpace::Numeric,
-            Format::Csv | Format::AccessJsonl => KeySpace::Text,
+            Format::CloudPhysics | Format::Vscsi | Format::Cache2k | Format::OracleGeneral => {
+                KeySpace::Numeric
+            }
+            Format::Text | Format::Csv | Format::AccessJsonl => KeySpace::Text,
         }
     }
 }
@@ -169,14 +202,31 @@ fn bad(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
+/// Whether the first bytes of the (decompressed) file are printable text
+/// with line breaks: a binary trace of integers has NUL and control bytes
+/// among its first few records.
+fn starts_as_text(path: &Path) -> io::Result<bool> {
+    let mut head = Vec::with_capacity(256);
+    open_bytes(path)?.take(256).read_to_end(&mut head)?;
+    Ok(!head.is_empty()
+        && head
+            .iter()
+            .all(|&b| matches!(b, b'\t' | b'\n' | b'\r' | 0x20..=0x7e))
+        && (head.contains(&b'\n') || head.len() < 256))
+}
+
 /// The file as a byte stream, xz-decompressed on a helper thread when it
-/// ends in `.xz`.
+/// ends in `.xz`, zstd-decoded when it ends in `.zst`.
 pub fn open_bytes(path: &Path) -> io::Result<Box<dyn BufRead + Send>> {
     let file = File::open(path)?;
-    let xz = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("xz"));
-    if !xz {
+    let ext = |x: &str| path.extension().is_some_and(|e| e.eq_ignore_ascii_case(x));
+    if ext("zst") {
+        return Ok(Box::new(BufReader::with_capacity(
+            1 << 16,
+            ZstdFrames::new(BufReader::with_capacity(1 << 16, file))?,
+        )));
+    }
+    if !ext("xz") {
         return Ok(Box::new(BufReader::with_capacity(1 << 16, file)));
     }
     let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(4);
@@ -197,6 +247,44 @@ pub fn open_bytes(path: &Path) -> io::Result<Box<dyn BufRead + Send>> {
         chunk: Vec::new(),
         pos: 0,
     })))
+}
+
+/// A zstd stream decoded frame after frame: `ruzstd`'s decoder reads one
+/// frame, and `zstd` may write several (multi-threaded or concatenated).
+struct ZstdFrames {
+    frame: Option<StreamingDecoder<BufReader<File>, FrameDecoder>>,
+}
+
+fn zstd_error(e: impl std::fmt::Display) -> io::Error {
+    bad(format!("zstd: {e}"))
+}
+
+impl ZstdFrames {
+    fn new(source: BufReader<File>) -> io::Result<Self> {
+        Ok(ZstdFrames {
+            frame: Some(StreamingDecoder::new(source).map_err(zstd_error)?),
+        })
+    }
+}
+
+impl Read for ZstdFrames {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while let Some(frame) = self.frame.as_mut() {
+            let n = frame.read(out)?;
+            if n > 0 || out.is_empty() {
+                return Ok(n);
+            }
+            // This frame is done: decode the next one, if any bytes are left.
+            let Some(mut source) = self.frame.take().map(StreamingDecoder::into_inner) else {
+                break;
+            };
+            if source.fill_buf()?.is_empty() {
+                break;
+            }
+            self.frame = Some(StreamingDecoder::new(source).map_err(zstd_error)?);
+        }
+        Ok(0)
+    }
 }
 
 /// Sends what is written in chunks over a bounded channel.
@@ -263,6 +351,14 @@ pub fn from_reader(input: Box<dyn BufRead + Send>, format: Format, clock: Clock)
         Format::CloudPhysics => Box::new(LineTrace::new(input, cloudphysics)),
         Format::Vscsi => Box::new(Vscsi { input, n: 0 }),
         Format::Cache2k => Box::new(Cache2k { input, clock, n: 0 }),
+        Format::OracleGeneral => Box::new(OracleGeneral { input, n: 0 }),
+        Format::Text => Box::new(TextLines {
+            lines: input,
+            line: String::new(),
+            n: 0,
+            clock,
+            index: 0,
+        }),
         Format::Csv => Box::new(LineTrace::new(input, csv)),
         Format::AccessJsonl => Box::new(AccessJsonl {
             lines: input,
@@ -451,6 +547,76 @@ impl Iterator for Cache2k {
     }
 }
 
+/// libCacheSim's oracleGeneral records (the next-access field is not used:
+/// the oracle modes work it out themselves).
+struct OracleGeneral {
+    input: Box<dyn BufRead + Send>,
+    n: u64,
+}
+
+impl Iterator for OracleGeneral {
+    type Item = io::Result<Request>;
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut rec = [0u8; 24];
+        match read_record(&mut self.input, &mut rec) {
+            Ok(false) => return None,
+            Err(e) => return Some(Err(bad(format!("record {}: {e}", self.n)))),
+            Ok(true) => {}
+        }
+        self.n += 1;
+        let time = u32::from_le_bytes([rec[0], rec[1], rec[2], rec[3]]);
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&rec[4..12]);
+        let id = u64::from_le_bytes(id);
+        let size = u32::from_le_bytes([rec[12], rec[13], rec[14], rec[15]]);
+        Some(Ok(Request {
+            at: f64::from(time),
+            id,
+            key: numeric(id),
+            size: size.max(1),
+            ttl: None,
+            write: false,
+        }))
+    }
+}
+
+/// One key per line; time from the clock.
+struct TextLines {
+    lines: Box<dyn BufRead + Send>,
+    line: String,
+    n: u64,
+    clock: Clock,
+    /// Requests so far (their virtual time comes from the clock).
+    index: u64,
+}
+
+impl Iterator for TextLines {
+    type Item = io::Result<Request>;
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            match next_line(&mut *self.lines, &mut self.line, &mut self.n) {
+                Ok(false) => return None,
+                Err(e) => return Some(Err(e)),
+                Ok(true) => {}
+            }
+            let key = self.line.trim();
+            if key.is_empty() || key.starts_with('#') {
+                continue;
+            }
+            let at = self.clock.at(self.index);
+            self.index += 1;
+            return Some(Ok(Request {
+                at,
+                id: text_id(key),
+                key: CompactString::from(key),
+                size: 1,
+                ttl: None,
+                write: false,
+            }));
+        }
+    }
+}
+
 /// A line of a CSV trace: `timestamp,key[,size[,ttl]]`.
 fn csv(line: &str, n: u64) -> io::Result<Option<Request>> {
     let l = line.trim();
@@ -632,6 +798,56 @@ mod tests {
                 ("d", 100.5),
                 ("e", 101.0)
             ]
+        );
+    }
+
+    #[test]
+    fn text_lines_skip_blanks_and_comments() {
+        let r = read("# keys\nuser:1\n\n  user:2  \r\nuser:1\n", Format::Text);
+        let got: Vec<(&str, f64)> = r.iter().map(|r| (r.key.as_str(), r.at)).collect();
+        assert_eq!(
+            got,
+            [("user:1", 100.0), ("user:2", 100.5), ("user:1", 101.0)]
+        );
+        assert_eq!(r[0].id, r[2].id);
+        assert_eq!(r[0].id, text_id("user:1"));
+    }
+
+    #[test]
+    fn oracle_general_records() {
+        let mut bytes = Vec::new();
+        for (t, id, size) in [(7u32, 42u64, 4096u32), (9, u64::MAX, 0)] {
+            bytes.extend_from_slice(&t.to_le_bytes());
+            bytes.extend_from_slice(&id.to_le_bytes());
+            bytes.extend_from_slice(&size.to_le_bytes());
+            bytes.extend_from_slice(&5i64.to_le_bytes());
+        }
+        let input: Box<dyn BufRead + Send> = Box::new(io::Cursor::new(bytes));
+        let clock = Clock {
+            start: 0.0,
+            rate: 1.0,
+        };
+        let r: Vec<Request> = from_reader(input, Format::OracleGeneral, clock)
+            .collect::<io::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            (r[0].at, r[0].id, r[0].key.as_str(), r[0].size),
+            (7.0, 42, "42", 4096)
+        );
+        // Ids above i64::MAX round-trip through the numeric key space; size 0 counts as 1.
+        assert_eq!((r[1].id, r[1].size), (u64::MAX, 1));
+        assert_eq!(KeySpace::Numeric.id(&r[1].key), Some(u64::MAX));
+    }
+
+    #[test]
+    fn format_names_round_trip() {
+        for name in Format::NAMES {
+            assert_eq!(Format::parse(name).unwrap().name(), name);
+        }
+        assert!(
+            Format::parse("parquet")
+                .unwrap_err()
+                .contains("oracle-general")
         );
     }
 
