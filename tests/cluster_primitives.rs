@@ -105,6 +105,71 @@ async fn queue_deduplicates_across_instances() {
     cleanup(&c1).await;
 }
 
+/// The pump's batch claim: one round trip takes up to `max` entries of the
+/// best band that has any, never lower-band work while higher-band work
+/// waits; every entry is claimed once, across instances, and is acked.
+#[tokio::test]
+async fn batch_claims_take_the_best_band_first() {
+    let ns = namespace("batch");
+    let (c1, c2) = (instance(&ns).await, instance(&ns).await);
+    let q1 = StreamQueue::new(&c1).await.unwrap();
+    let q2 = StreamQueue::new(&c2).await.unwrap();
+    let mut tasks: Vec<_> = (0..5).map(|i| task(&format!("h{i}"), 90)).collect();
+    tasks.extend((0..12).map(|i| task(&format!("m{i}"), 50)));
+    tasks.push(task("l0", 10));
+    q1.push_many(tasks).await.unwrap();
+
+    let first = q1.next_batch("i1", 8, Duration::ZERO).await.unwrap();
+    let keys = |b: &[warming::cluster::Claimed]| -> Vec<String> {
+        b.iter().map(|c| c.task.key.clone()).collect()
+    };
+    assert_eq!(
+        keys(&first),
+        ["h0", "h1", "h2", "h3", "h4"],
+        "the high band only"
+    );
+    assert!(first.iter().all(|c| c.band == Band::High));
+    let second = q2.next_batch("i2", 8, Duration::ZERO).await.unwrap();
+    assert_eq!(
+        keys(&second),
+        (0..8).map(|i| format!("m{i}")).collect::<Vec<_>>()
+    );
+    let third = q1.next_batch("i1", 8, Duration::ZERO).await.unwrap();
+    assert_eq!(
+        keys(&third),
+        ["m8", "m9", "m10", "m11"],
+        "the rest of the mid band"
+    );
+    let fourth = q2.next_batch("i2", 8, Duration::ZERO).await.unwrap();
+    assert_eq!(keys(&fourth), ["l0"]);
+    assert!(
+        q1.next_batch("i1", 8, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    for (q, batch) in [(&q1, &first), (&q2, &second), (&q1, &third), (&q2, &fourth)] {
+        for c in batch.iter() {
+            assert!(q.ack(c).await.unwrap(), "{} acked once", c.task.key);
+        }
+    }
+    assert_eq!(q1.len().await.unwrap(), 0);
+    assert!(!q1.contains("m3").await.unwrap());
+
+    // Empty: waits up to `block` for work, then returns what arrived.
+    let waiter = {
+        let q2 = StreamQueue::new(&c2).await.unwrap();
+        tokio::spawn(async move { q2.next_batch("i2", 8, Duration::from_secs(5)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    q1.push_many(vec![task("late", 50)]).await.unwrap();
+    let got = waiter.await.unwrap().unwrap();
+    assert_eq!(keys(&got), ["late"]);
+    assert!(q2.ack(&got[0]).await.unwrap());
+    cleanup(&c1).await;
+}
+
 #[tokio::test]
 async fn queue_serves_bands_in_priority_order_across_instances() {
     let ns = namespace("priority");

@@ -169,21 +169,21 @@ return out
 ";
 
 /// KEYS: streams to try, best first. ARGV: group, consumer, band index of
-/// KEYS[1] (0-based). Returns {band, id, fields} or false.
+/// KEYS[1] (0-based), most entries. Returns {band, {{id, fields}, ...}} for
+/// the first stream with new entries, or false.
 const CLAIM_LUA: &str = r"
 for i = 1, #KEYS do
-  local r = redis.pcall('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1, 'STREAMS', KEYS[i], '>')
+  local r = redis.pcall('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[4], 'STREAMS', KEYS[i], '>')
   if type(r) == 'table' and r.err then
     if string.find(r.err, 'NOGROUP', 1, true) then
       redis.pcall('XGROUP', 'CREATE', KEYS[i], ARGV[1], '0', 'MKSTREAM')
-      r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1, 'STREAMS', KEYS[i], '>')
+      r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[4], 'STREAMS', KEYS[i], '>')
     else
       return redis.error_reply(r.err)
     end
   end
   if r and r[1] and r[1][2][1] then
-    local e = r[1][2][1]
-    return {tonumber(ARGV[3]) + i - 1, e[1], e[2]}
+    return {tonumber(ARGV[3]) + i - 1, r[1][2]}
   end
 end
 return false
@@ -354,7 +354,7 @@ impl StreamQueue {
             .and_then(|q| q.front().map(|c| c.band));
         let upto = stashed_band.map_or(3, Band::index);
         if upto > 0
-            && let Some(c) = self.claim_nonblocking(consumer, upto).await?
+            && let Some(c) = self.claim_nonblocking(consumer, upto, 1).await?.pop()
         {
             return Ok(Some(c));
         }
@@ -367,6 +367,35 @@ impl StreamQueue {
         self.claim_blocking(consumer, block.min(MAX_BLOCK)).await
     }
 
+    /// Claims up to `max` tasks for `consumer` in one round trip: entries
+    /// of the highest band that has any (so a batch never takes low-priority
+    /// work while higher-priority work waits), plus any that an earlier
+    /// blocking read left stashed. When there are none, waits up to `block`
+    /// (capped at 10 s; zero = do not wait) for one to arrive. The caller
+    /// orders them (the local priority queue does).
+    pub async fn next_batch(
+        &self,
+        consumer: &str,
+        max: usize,
+        block: Duration,
+    ) -> Result<Vec<Claimed>> {
+        let mut out: Vec<Claimed> = self
+            .stash
+            .lock()
+            .remove(consumer)
+            .into_iter()
+            .flatten()
+            .collect();
+        if out.len() < max {
+            out.extend(self.claim_nonblocking(consumer, 3, max - out.len()).await?);
+        }
+        if out.is_empty() && !block.is_zero() {
+            out.extend(self.claim_blocking(consumer, block.min(MAX_BLOCK)).await?);
+            out.extend(self.stash.lock().remove(consumer).into_iter().flatten());
+        }
+        Ok(out)
+    }
+
     fn pop_stash(&self, consumer: &str) -> Option<Claimed> {
         let mut stash = self.stash.lock();
         let q = stash.get_mut(consumer)?;
@@ -377,8 +406,14 @@ impl StreamQueue {
         c
     }
 
-    /// One script trying the first `upto` bands in order.
-    async fn claim_nonblocking(&self, consumer: &str, upto: usize) -> Result<Option<Claimed>> {
+    /// One script trying the first `upto` bands in order: up to `count`
+    /// entries of the first band that has any.
+    async fn claim_nonblocking(
+        &self,
+        consumer: &str,
+        upto: usize,
+        count: usize,
+    ) -> Result<Vec<Claimed>> {
         let mut conn = self.conn.clone();
         let reply: Value = self
             .scripts
@@ -387,15 +422,29 @@ impl StreamQueue {
             .arg(GROUP)
             .arg(consumer)
             .arg(0)
+            .arg(count.max(1))
             .invoke_async(&mut conn)
             .await?;
         let Value::Array(items) = reply else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
-        let [band, id, fields] = <[Value; 3]>::try_from(items)
+        let [band, entries] = <[Value; 2]>::try_from(items)
             .map_err(|v| ClusterError::Decode(format!("claim reply {v:?}")))?;
         let band = Band::ALL[as_int(&band)? as usize % 3];
-        Ok(Some(claimed(band, as_string(&id)?, &fields, 1, false)?))
+        let Value::Array(entries) = entries else {
+            return Err(ClusterError::Decode(format!("claim entries {entries:?}")));
+        };
+        entries
+            .into_iter()
+            .map(|entry| {
+                let Value::Array(parts) = entry else {
+                    return Err(ClusterError::Decode(format!("claim entry {entry:?}")));
+                };
+                let [id, fields] = <[Value; 2]>::try_from(parts)
+                    .map_err(|v| ClusterError::Decode(format!("claim entry {v:?}")))?;
+                claimed(band, as_string(&id)?, &fields, 1, false)
+            })
+            .collect()
     }
 
     async fn claim_blocking(&self, consumer: &str, block: Duration) -> Result<Option<Claimed>> {

@@ -4,8 +4,9 @@
 //! - Intake pushes tasks to the shared stream queue (cluster-wide dedup) and
 //!   records jobs in Redis ([`SharedJobs`]), so any instance can report them.
 //! - A **pump** claims tasks from the shared queue into the local priority
-//!   queue, never holding more than about twice `concurrent_warmers`, so
-//!   work spreads over instances and priority holds across them.
+//!   queue, up to 64 in one round trip, never holding more than about twice
+//!   `concurrent_warmers`, so work spreads over instances and priority holds
+//!   across them.
 //! - Claims held here are **touched** regularly; a dead instance's claims go
 //!   idle and another instance **reclaims** them after `visibility_timeout`.
 //! - Workers take a per-key lease before fetching, mark the key warmed
@@ -35,6 +36,9 @@ pub const DOC_TUNABLES: &str = "tunables";
 pub const DOC_EMERGENCY: &str = "emergency";
 pub const DOC_SCHEDULES: &str = "schedules";
 
+/// Most tasks the pump claims from the shared queue in one round trip.
+const CLAIM_BATCH: usize = 64;
+
 /// The shared emergency-stop state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SharedStop {
@@ -58,6 +62,8 @@ pub struct ClusterLink {
     pub visibility: Duration,
     /// Tasks claimed from the shared queue and not yet acked, by key.
     claims: Mutex<HashMap<String, Claimed>>,
+    /// Signalled when a worker takes a claim (the pump may refill).
+    released: tokio::sync::Notify,
     /// Accesses recorded here, waiting to be fanned out.
     accesses: Mutex<Vec<Access>>,
     /// The last emergency state this instance applied from or wrote to Redis.
@@ -85,6 +91,7 @@ impl ClusterLink {
             jobs: SharedJobs::new(coord.conn(), coord.namespace().clone()),
             visibility: service.visibility_timeout,
             claims: Mutex::new(HashMap::new()),
+            released: tokio::sync::Notify::new(),
             accesses: Mutex::new(Vec::new()),
             last_stop: Mutex::new(None),
             queue,
@@ -108,7 +115,11 @@ impl ClusterLink {
 
     /// The claim of `key`, removed (the worker is about to finish it).
     pub fn release_claim(&self, key: &str) -> Option<Claimed> {
-        self.claims.lock().remove(key)
+        let claim = self.claims.lock().remove(key);
+        if claim.is_some() {
+            self.released.notify_one();
+        }
+        claim
     }
 
     pub fn held(&self) -> usize {
@@ -439,21 +450,31 @@ impl Engine {
                 if s.is_cancelled() {
                     break;
                 }
+                // Refill once half the claims held have gone to workers, so
+                // each round trip claims a batch, and the workers never run
+                // dry while the pump waits.
                 let cap = 2 * e.tunables.load().concurrent_warmers;
-                if e.emergency.is_stopped() || link.held() >= cap {
+                if e.emergency.is_stopped() || link.held() > cap / 2 {
                     tokio::select! {
+                        _ = link.released.notified() => {}
                         _ = tokio::time::sleep(Duration::from_millis(20)) => {}
                         _ = s.cancelled() => break,
                     }
                     continue;
                 }
+                // One round trip claims a batch, up to the cap: one claim per
+                // round trip would bound an instance to one key per Redis RTT.
+                let want = cap.saturating_sub(link.held()).clamp(1, CLAIM_BATCH);
                 let next = tokio::select! {
-                    r = link.queue.next(&link.id, Duration::from_millis(500)) => r,
+                    r = link.queue.next_batch(&link.id, want, Duration::from_millis(500)) => r,
                     _ = s.cancelled() => break,
                 };
                 match next {
-                    Ok(Some(claimed)) => e.take_in(&link, claimed).await,
-                    Ok(None) => {}
+                    Ok(batch) => {
+                        for claimed in batch {
+                            e.take_in(&link, claimed).await;
+                        }
+                    }
                     Err(err) => {
                         tracing::warn!(error = %err, "cannot read the shared queue; retrying");
                         if err.to_string().contains("NOGROUP") {
