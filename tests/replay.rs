@@ -85,7 +85,8 @@ fn web07_xz_whole_file() {
 /// libCacheSim's oracleGeneral records of the first cloudPhysicsIO rows
 /// (`u32 time, u64 id, u32 size, i64 next`, little-endian), plain, as one
 /// zstd frame and as two concatenated frames: all three read back as the
-/// CSV's time, key and size, and the names are recognised.
+/// CSV's time, key and size, and the names are recognised. The second
+/// zstd file also holds a skippable frame.
 #[test]
 fn oracle_general_plain_and_zstd_match_the_csv() {
     let csv = head("cloudPhysicsIO.csv", Format::CloudPhysics, 5_000);
@@ -100,6 +101,10 @@ fn oracle_general_plain_and_zstd_match_the_csv() {
     let one_frame = ruzstd::encoding::compress_to_vec(&bin[..], level);
     let (a, b) = bin.split_at(24 * 2_000);
     let mut two_frames = ruzstd::encoding::compress_to_vec(a, level);
+    // A skippable frame between them (magic 0x184D2A5?, length, payload), as pzstd writes.
+    two_frames.extend_from_slice(&0x184D_2A53u32.to_le_bytes());
+    two_frames.extend_from_slice(&5u32.to_le_bytes());
+    two_frames.extend_from_slice(b"skip!");
     two_frames.extend(ruzstd::encoding::compress_to_vec(b, level));
     let dir = tempfile::tempdir().unwrap();
     for (name, bytes) in [

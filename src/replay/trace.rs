@@ -250,7 +250,8 @@ pub fn open_bytes(path: &Path) -> io::Result<Box<dyn BufRead + Send>> {
 }
 
 /// A zstd stream decoded frame after frame: `ruzstd`'s decoder reads one
-/// frame, and `zstd` may write several (multi-threaded or concatenated).
+/// frame, and `zstd` may write several (multi-threaded or concatenated);
+/// skippable frames (`pzstd` writes them) are skipped.
 struct ZstdFrames {
     frame: Option<StreamingDecoder<BufReader<File>, FrameDecoder>>,
 }
@@ -259,10 +260,35 @@ fn zstd_error(e: impl std::fmt::Display) -> io::Error {
     bad(format!("zstd: {e}"))
 }
 
+/// Magic numbers 0x184D2A50..=0x184D2A5F start a skippable frame.
+const ZSTD_SKIPPABLE: u32 = 0x184D_2A50;
+
+/// The decoder of the next data frame of `source`, `None` at its end.
+fn next_zstd_frame(
+    mut source: BufReader<File>,
+) -> io::Result<Option<StreamingDecoder<BufReader<File>, FrameDecoder>>> {
+    loop {
+        let buf = source.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        if buf.len() >= 4
+            && u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) & !0xF == ZSTD_SKIPPABLE
+        {
+            let mut head = [0u8; 8];
+            source.read_exact(&mut head)?;
+            let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+            io::copy(&mut (&mut source).take(u64::from(len)), &mut io::sink())?;
+            continue;
+        }
+        return StreamingDecoder::new(source).map(Some).map_err(zstd_error);
+    }
+}
+
 impl ZstdFrames {
     fn new(source: BufReader<File>) -> io::Result<Self> {
         Ok(ZstdFrames {
-            frame: Some(StreamingDecoder::new(source).map_err(zstd_error)?),
+            frame: next_zstd_frame(source)?,
         })
     }
 }
@@ -275,13 +301,10 @@ impl Read for ZstdFrames {
                 return Ok(n);
             }
             // This frame is done: decode the next one, if any bytes are left.
-            let Some(mut source) = self.frame.take().map(StreamingDecoder::into_inner) else {
-                break;
-            };
-            if source.fill_buf()?.is_empty() {
-                break;
+            match self.frame.take().map(StreamingDecoder::into_inner) {
+                Some(source) => self.frame = next_zstd_frame(source)?,
+                None => break,
             }
-            self.frame = Some(StreamingDecoder::new(source).map_err(zstd_error)?);
         }
         Ok(0)
     }
