@@ -464,11 +464,17 @@ impl Engine {
                 }
                 // One round trip claims a batch, up to the cap: one claim per
                 // round trip would bound an instance to one key per Redis RTT.
+                // The batch claim itself is not cancelled half-way (its
+                // entries would stay claimed here until another instance
+                // reclaims them); only the wait for new work is.
                 let want = cap.saturating_sub(link.held()).clamp(1, CLAIM_BATCH);
-                let next = tokio::select! {
-                    r = link.queue.next_batch(&link.id, want, Duration::from_millis(500)) => r,
-                    _ = s.cancelled() => break,
-                };
+                let mut next = link.queue.next_batch(&link.id, want, Duration::ZERO).await;
+                if next.as_ref().is_ok_and(Vec::is_empty) {
+                    next = tokio::select! {
+                        r = link.queue.next_batch(&link.id, want, Duration::from_millis(500)) => r,
+                        _ = s.cancelled() => break,
+                    };
+                }
                 match next {
                     Ok(batch) => {
                         for claimed in batch {
