@@ -372,9 +372,9 @@ pub fn open(path: &Path, format: Format, clock: Clock) -> io::Result<Trace> {
 pub fn from_reader(input: Box<dyn BufRead + Send>, format: Format, clock: Clock) -> Trace {
     match format {
         Format::CloudPhysics => Box::new(LineTrace::new(input, cloudphysics)),
-        Format::Vscsi => Box::new(Vscsi { input, n: 0 }),
-        Format::Cache2k => Box::new(Cache2k { input, clock, n: 0 }),
-        Format::OracleGeneral => Box::new(OracleGeneral { input, n: 0 }),
+        Format::Vscsi => Box::new(Records::new(input, clock, vscsi)),
+        Format::Cache2k => Box::new(Records::new(input, clock, cache2k)),
+        Format::OracleGeneral => Box::new(Records::new(input, clock, oracle_general)),
         Format::Text => Box::new(TextLines {
             lines: input,
             line: String::new(),
@@ -504,102 +504,92 @@ fn read_record(input: &mut dyn Read, buf: &mut [u8]) -> io::Result<bool> {
     Ok(true)
 }
 
-struct Vscsi {
-    input: Box<dyn BufRead + Send>,
-    n: u64,
-}
-
-impl Iterator for Vscsi {
-    type Item = io::Result<Request>;
-    fn next(&mut self) -> Option<Self::Item> {
-        let mut rec = [0u8; 32];
-        match read_record(&mut self.input, &mut rec) {
-            Ok(false) => return None,
-            Err(e) => return Some(Err(bad(format!("record {}: {e}", self.n)))),
-            Ok(true) => {}
-        }
-        self.n += 1;
-        let u32_at = |i: usize| u32::from_le_bytes([rec[i], rec[i + 1], rec[i + 2], rec[i + 3]]);
-        let u64_at = |i: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&rec[i..i + 8]);
-            u64::from_le_bytes(b)
-        };
-        let len = u32_at(4);
-        let cmd = u16::from_le_bytes([rec[12], rec[13]]);
-        let lbn = u64_at(16);
-        let ts = u64_at(24);
-        Some(Ok(Request {
-            at: ts as f64 / 1e6,
-            id: lbn,
-            key: numeric(lbn),
-            size: len.max(1),
-            ttl: None,
-            write: cmd == 0x2a,
-        }))
-    }
-}
-
-struct Cache2k {
+/// A binary trace of fixed-size records of `N` bytes; `decode` turns record
+/// `index` (0-based) into a request.
+struct Records<const N: usize> {
     input: Box<dyn BufRead + Send>,
     clock: Clock,
     n: u64,
+    decode: fn(&[u8; N], u64, &Clock) -> Request,
 }
 
-impl Iterator for Cache2k {
-    type Item = io::Result<Request>;
-    fn next(&mut self) -> Option<Self::Item> {
-        let mut rec = [0u8; 4];
-        match read_record(&mut self.input, &mut rec) {
-            Ok(false) => return None,
-            Err(e) => return Some(Err(bad(format!("record {}: {e}", self.n)))),
-            Ok(true) => {}
+impl<const N: usize> Records<N> {
+    fn new(
+        input: Box<dyn BufRead + Send>,
+        clock: Clock,
+        decode: fn(&[u8; N], u64, &Clock) -> Request,
+    ) -> Self {
+        Records {
+            input,
+            clock,
+            n: 0,
+            decode,
         }
-        let k = i32::from_be_bytes(rec);
-        let at = self.clock.at(self.n);
-        self.n += 1;
-        let id = i64::from(k) as u64;
-        Some(Ok(Request {
-            at,
-            id,
-            key: numeric(id),
-            size: 1,
-            ttl: None,
-            write: false,
-        }))
     }
 }
 
-/// libCacheSim's oracleGeneral records (the next-access field is not used:
-/// the oracle modes work it out themselves).
-struct OracleGeneral {
-    input: Box<dyn BufRead + Send>,
-    n: u64,
-}
-
-impl Iterator for OracleGeneral {
+impl<const N: usize> Iterator for Records<N> {
     type Item = io::Result<Request>;
     fn next(&mut self) -> Option<Self::Item> {
-        let mut rec = [0u8; 24];
+        let mut rec = [0u8; N];
         match read_record(&mut self.input, &mut rec) {
             Ok(false) => return None,
             Err(e) => return Some(Err(bad(format!("record {}: {e}", self.n)))),
             Ok(true) => {}
         }
+        let r = (self.decode)(&rec, self.n, &self.clock);
         self.n += 1;
-        let time = u32::from_le_bytes([rec[0], rec[1], rec[2], rec[3]]);
-        let mut id = [0u8; 8];
-        id.copy_from_slice(&rec[4..12]);
-        let id = u64::from_le_bytes(id);
-        let size = u32::from_le_bytes([rec[12], rec[13], rec[14], rec[15]]);
-        Some(Ok(Request {
-            at: f64::from(time),
-            id,
-            key: numeric(id),
-            size: size.max(1),
-            ttl: None,
-            write: false,
-        }))
+        Some(Ok(r))
+    }
+}
+
+fn u32_le(rec: &[u8], i: usize) -> u32 {
+    u32::from_le_bytes([rec[i], rec[i + 1], rec[i + 2], rec[i + 3]])
+}
+
+fn u64_le(rec: &[u8], i: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&rec[i..i + 8]);
+    u64::from_le_bytes(b)
+}
+
+/// vscsi: `u32 sn, u32 len, u32 nSG, u16 cmd, u16 ver, u64 lbn, u64 ts` (µs).
+fn vscsi(rec: &[u8; 32], _: u64, _: &Clock) -> Request {
+    let lbn = u64_le(rec, 16);
+    Request {
+        at: u64_le(rec, 24) as f64 / 1e6,
+        id: lbn,
+        key: numeric(lbn),
+        size: u32_le(rec, 4).max(1),
+        ttl: None,
+        write: u16::from_le_bytes([rec[12], rec[13]]) == 0x2a,
+    }
+}
+
+/// cache2k: one big-endian `i32` key; time from the clock.
+fn cache2k(rec: &[u8; 4], index: u64, clock: &Clock) -> Request {
+    let id = i64::from(i32::from_be_bytes(*rec)) as u64;
+    Request {
+        at: clock.at(index),
+        id,
+        key: numeric(id),
+        size: 1,
+        ttl: None,
+        write: false,
+    }
+}
+
+/// libCacheSim's oracleGeneral: `u32 time, u64 obj_id, u32 obj_size, i64
+/// next_access_vtime` (the last is not used: the oracle modes work it out).
+fn oracle_general(rec: &[u8; 24], _: u64, _: &Clock) -> Request {
+    let id = u64_le(rec, 4);
+    Request {
+        at: f64::from(u32_le(rec, 0)),
+        id,
+        key: numeric(id),
+        size: u32_le(rec, 12).max(1),
+        ttl: None,
+        write: false,
     }
 }
 
