@@ -18,8 +18,8 @@ pub struct ReplayArgs {
     /// The access trace.
     #[arg(long)]
     pub trace: PathBuf,
-    /// cloudphysics, vscsi, cache2k, oracle-general, txt, csv or access-jsonl (default: from the
-    /// file name, the first bytes and the header; `.xz` and `.zst` are decompressed).
+    /// cloudphysics, vscsi, cache2k, oracle-general, txt, twitter, csv or access-jsonl (default:
+    /// from the file name, the first bytes and the first line; `.xz` and `.zst` are decompressed).
     #[arg(long)]
     pub format: Option<String>,
     /// Modes to compare, comma-separated: none, refresh-ahead, xfetch,

@@ -8,12 +8,15 @@
 //! | `cache2k` | big-endian `i32` per request (caffeine / cache2k traces such as `web07.trace.xz`), optionally xz-compressed | from `--rate` | the integer | 1 |
 //! | `oracle-general` | libCacheSim binary, 24-byte little-endian records `u32 time, u64 obj_id, u32 obj_size, i64 next_access_vtime` (`*.oracleGeneral*`) | `time`, seconds | `obj_id` | `obj_size` |
 //! | `txt` | one key per line (libCacheSim's plain-text traces, caffeine's text `.trace` files); blank and `#` lines skipped | from `--rate` | the line | 1 |
+//! | `twitter` | Twitter's cache traces (twitter/cache-trace): `timestamp,key,key_size,value_size,client_id,operation,ttl` | `timestamp`, seconds | `key` | key + value size |
 //! | `csv` | `timestamp,key[,size[,ttl]]`, seconds (fractions allowed), optional header line | `timestamp` | `key` | `size` (default 1) |
 //! | `access-jsonl` | the service's own access records, one JSON object per line: an `AccessEvent` (`{"key": "k", "at": 1700000000.5}`, `at` in unix seconds or RFC 3339, optional) or a whole `POST /warm/access` body (`{"keys": [...], "events": [...]}`) | `at`, else from `--rate` | `key` | 1 |
 //!
 //! `cloudphysics` and `vscsi` carry the SCSI opcode: `0x28` READ(10) and
-//! `0x2a` WRITE(10); [`Request::write`] is set for writes, and the caller
-//! decides whether writes count as accesses (libCacheSim counts them).
+//! `0x2a` WRITE(10), `twitter` the memcached command (`get`/`gets` read,
+//! anything else writes); [`Request::write`] is set for writes, and the
+//! caller decides whether writes count as accesses (libCacheSim counts
+//! them). A Twitter TTL of 0 means none (the replay's `--ttl` applies).
 //!
 //! Keys of the binary and numeric formats are numbers ([`KeySpace::Numeric`]):
 //! their id is the number itself. Text keys get a 64-bit hash as id
@@ -61,17 +64,19 @@ pub enum Format {
     Cache2k,
     OracleGeneral,
     Text,
+    Twitter,
     Csv,
     AccessJsonl,
 }
 
 impl Format {
-    pub const NAMES: [&'static str; 7] = [
+    pub const NAMES: [&'static str; 8] = [
         "cloudphysics",
         "vscsi",
         "cache2k",
         "oracle-general",
         "txt",
+        "twitter",
         "csv",
         "access-jsonl",
     ];
@@ -83,6 +88,7 @@ impl Format {
             "cache2k" | "web07" | "i32be" => Ok(Format::Cache2k),
             "oracle-general" | "oraclegeneral" | "oracle" => Ok(Format::OracleGeneral),
             "txt" | "text" | "lines" | "plain" => Ok(Format::Text),
+            "twitter" | "twemcache" => Ok(Format::Twitter),
             "csv" => Ok(Format::Csv),
             "access-jsonl" | "jsonl" | "access" => Ok(Format::AccessJsonl),
             other => Err(format!(
@@ -99,6 +105,7 @@ impl Format {
             Format::Cache2k => "cache2k",
             Format::OracleGeneral => "oracle-general",
             Format::Text => "txt",
+            Format::Twitter => "twitter",
             Format::Csv => "csv",
             Format::AccessJsonl => "access-jsonl",
         }
@@ -135,11 +142,11 @@ impl Format {
         }
         let mut first = String::new();
         open_bytes(path)?.read_line(&mut first)?;
-        if first
-            .trim()
-            .eq_ignore_ascii_case("version,time,op,size,lbn")
-        {
+        let first = first.trim();
+        if first.eq_ignore_ascii_case("version,time,op,size,lbn") {
             Ok(Format::CloudPhysics)
+        } else if twitter(first, 1).is_ok_and(|r| r.is_some()) {
+            Ok(Format::Twitter)
         } else {
             Ok(Format::Csv)
         }
@@ -151,7 +158,7 @@ impl Format {
             Format::CloudPhysics | Format::Vscsi | Format::Cache2k | Format::OracleGeneral => {
                 KeySpace::Numeric
             }
-            Format::Text | Format::Csv | Format::AccessJsonl => KeySpace::Text,
+            Format::Text | Format::Twitter | Format::Csv | Format::AccessJsonl => KeySpace::Text,
         }
     }
 }
@@ -382,6 +389,7 @@ pub fn from_reader(input: Box<dyn BufRead + Send>, format: Format, clock: Clock)
             clock,
             index: 0,
         }),
+        Format::Twitter => Box::new(LineTrace::new(input, twitter)),
         Format::Csv => Box::new(LineTrace::new(input, csv)),
         Format::AccessJsonl => Box::new(AccessJsonl {
             lines: input,
@@ -630,6 +638,43 @@ impl Iterator for TextLines {
     }
 }
 
+/// A line of a Twitter cache trace:
+/// `timestamp,key,key_size,value_size,client_id,operation,ttl`.
+fn twitter(line: &str, n: u64) -> io::Result<Option<Request>> {
+    let l = line.trim();
+    if l.is_empty() {
+        return Ok(None);
+    }
+    let err = |what: &str| {
+        bad(format!(
+            "line {n}: {what}; expected timestamp,key,key_size,value_size,client_id,operation,ttl: {l:?}"
+        ))
+    };
+    let f: Vec<&str> = l.split(',').map(str::trim).collect();
+    let [ts, key, key_size, value_size, _client, op, ttl] = f[..] else {
+        return Err(err(&format!("{} fields", f.len())));
+    };
+    let number = |s: &str, what: &str| s.parse::<u64>().map_err(|_| err(what));
+    let at = number(ts, "timestamp is not a whole number of seconds")?;
+    if key.is_empty() {
+        return Err(err("no key"));
+    }
+    if op.is_empty() || !op.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Err(err("operation is not a command name"));
+    }
+    let size = number(key_size, "key size is not a number")?
+        .saturating_add(number(value_size, "value size is not a number")?);
+    let ttl = number(ttl, "ttl is not a number")?;
+    Ok(Some(Request {
+        at: at as f64,
+        id: text_id(key),
+        key: CompactString::from(key),
+        size: u32::try_from(size).unwrap_or(u32::MAX).max(1),
+        ttl: (ttl > 0).then_some(ttl as f64),
+        write: !(op.eq_ignore_ascii_case("get") || op.eq_ignore_ascii_case("gets")),
+    }))
+}
+
 /// A line of a CSV trace: `timestamp,key[,size[,ttl]]`.
 fn csv(line: &str, n: u64) -> io::Result<Option<Request>> {
     let l = line.trim();
@@ -660,6 +705,11 @@ fn csv(line: &str, n: u64) -> io::Result<Option<Request>> {
         None | Some("") => None,
         Some(s) => Some(s.parse::<f64>().map_err(|_| err("ttl is not a number"))?),
     };
+    if f.next().is_some() {
+        return Err(err(
+            "more than 4 fields (timestamp,key[,size[,ttl]]; Twitter's 7-field traces: --format twitter)",
+        ));
+    }
     Ok(Some(Request {
         at,
         id: text_id(key),
@@ -778,6 +828,64 @@ mod tests {
         assert_eq!((r[2].size, r[2].ttl), (10, Some(60.0)));
         assert_eq!(r[0].id, r[2].id);
         assert_ne!(r[0].id, r[1].id);
+    }
+
+    #[test]
+    fn twitter_lines() {
+        let text = concat!(
+            "0,user:1,10,230,7,get,0\n",
+            "1,user:2,10,100,7,set,3600\n",
+            "2,user:1,10,230,9,gets,0\n",
+        );
+        let r = read(text, Format::Twitter);
+        let got: Vec<_> = r
+            .iter()
+            .map(|r| (r.at, r.key.as_str(), r.size, r.ttl, r.write))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0.0, "user:1", 240, None, false),
+                (1.0, "user:2", 110, Some(3600.0), true),
+                (2.0, "user:1", 240, None, false),
+            ]
+        );
+        assert_eq!(r[0].id, r[2].id);
+        // A line with the wrong number of fields is an error naming them.
+        let input: Box<dyn BufRead + Send> =
+            Box::new(io::Cursor::new(b"0,user:1,10,230,7,get\n".to_vec()));
+        let clock = Clock {
+            start: 0.0,
+            rate: 1.0,
+        };
+        let e = from_reader(input, Format::Twitter, clock)
+            .next()
+            .unwrap()
+            .unwrap_err();
+        assert!(e.to_string().contains("6 fields"), "{e}");
+    }
+
+    #[test]
+    fn twitter_and_plain_csv_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let tw = dir.path().join("cluster52.csv");
+        std::fs::write(&tw, "0,user:1,10,230,7,get,0\n").unwrap();
+        assert_eq!(Format::detect(&tw).unwrap(), Format::Twitter);
+        let plain = dir.path().join("plain.csv");
+        std::fs::write(&plain, "timestamp,key\n0,user:1\n").unwrap();
+        assert_eq!(Format::detect(&plain).unwrap(), Format::Csv);
+        // Read as plain CSV, a Twitter line is refused, not misread.
+        let input: Box<dyn BufRead + Send> =
+            Box::new(io::Cursor::new(b"0,user:1,10,230,7,get,0\n".to_vec()));
+        let clock = Clock {
+            start: 0.0,
+            rate: 1.0,
+        };
+        let e = from_reader(input, Format::Csv, clock)
+            .next()
+            .unwrap()
+            .unwrap_err();
+        assert!(e.to_string().contains("--format twitter"), "{e}");
     }
 
     #[test]
