@@ -428,7 +428,7 @@ pub struct ServiceConfig {
     pub listen: String,
     /// Origin URL template with `{key}`; `None` uses the built-in demo origin.
     pub origin_url: Option<String>,
-    /// HTTP version spoken to the origin. Default `auto`.
+    /// HTTP version spoken to the origin. Default `http1`.
     pub origin_http: OriginHttp,
     /// `memory://` (default) or `redis://host:port/db`.
     pub cache_url: String,
@@ -496,9 +496,12 @@ pub struct ServiceConfig {
 pub enum OriginHttp {
     /// HTTP/1.1 on `http://`; on `https://`, HTTP/2 when the origin offers it
     /// (TLS ALPN), else HTTP/1.1.
-    #[default]
     Auto,
-    /// HTTP/1.1 only, over a pool of keep-alive connections.
+    /// HTTP/1.1 only, over a pool of keep-alive connections (the default:
+    /// load spreads over many connections, which a connection-balancing
+    /// load balancer in front of the origin needs; one HTTP/2 connection
+    /// would carry every fetch).
+    #[default]
     Http1,
     /// HTTP/2 only, also on `http://` without an upgrade ("prior knowledge",
     /// h2c): many requests multiplexed on each connection. The origin must
@@ -521,8 +524,8 @@ impl FromStr for OriginHttp {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
-            "auto" | "" => Ok(OriginHttp::Auto),
-            "http1" | "http/1.1" | "1.1" | "1" => Ok(OriginHttp::Http1),
+            "auto" => Ok(OriginHttp::Auto),
+            "http1" | "http/1.1" | "1.1" | "1" | "" => Ok(OriginHttp::Http1),
             "http2" | "h2" | "h2c" | "2" => Ok(OriginHttp::Http2),
             other => Err(format!(
                 "unknown origin_http {other:?}; allowed: auto, http1, http2"
@@ -559,7 +562,7 @@ impl Default for ServiceConfig {
         ServiceConfig {
             listen: "0.0.0.0:4000".into(),
             origin_url: None,
-            origin_http: OriginHttp::Auto,
+            origin_http: OriginHttp::Http1,
             cache_url: "memory://".into(),
             cache_prefix: String::new(),
             memory_cache_capacity: 1_000_000,
@@ -1175,8 +1178,12 @@ mod tests {
     #[test]
     fn origin_http_is_parsed_and_checked() {
         let s = Settings::load(None, &env(&[])).unwrap();
-        assert_eq!(s.service.origin_http, OriginHttp::Auto);
-        for (value, want) in [("http2", OriginHttp::Http2), ("HTTP1", OriginHttp::Http1)] {
+        assert_eq!(s.service.origin_http, OriginHttp::Http1);
+        for (value, want) in [
+            ("http2", OriginHttp::Http2),
+            ("HTTP1", OriginHttp::Http1),
+            ("auto", OriginHttp::Auto),
+        ] {
             let s = Settings::load(None, &env(&[("WARMING_ORIGIN_HTTP", value)])).unwrap();
             assert_eq!(s.service.origin_http, want);
         }

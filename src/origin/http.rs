@@ -36,13 +36,14 @@
 //! status (not retryable).
 //!
 //! # HTTP version
-//! [`OriginHttp`] (`WARMING_ORIGIN_HTTP`): `auto` speaks HTTP/1.1 over a pool
-//! of keep-alive connections to an `http://` origin and lets TLS ALPN choose
-//! HTTP/2 or HTTP/1.1 for an `https://` one; `http1` never uses HTTP/2;
-//! `http2` uses only HTTP/2, on `http://` too (prior knowledge, h2c), which
-//! multiplexes the concurrent fetches over few connections: fewer system
-//! calls per key than one request per connection at a time
-//! (docs/benchmarks.md has the figures).
+//! [`OriginHttp`] (`WARMING_ORIGIN_HTTP`): `http1` (the default) speaks
+//! HTTP/1.1 over a pool of keep-alive connections, so load spreads over many
+//! connections (as a connection-balancing load balancer in front of the
+//! origin needs); `auto` does the same on `http://` and lets TLS ALPN choose
+//! HTTP/2 or HTTP/1.1 on `https://`; `http2` uses only HTTP/2, on `http://`
+//! too (prior knowledge, h2c), which multiplexes the concurrent fetches over
+//! one connection: fewer system calls per key than one request per
+//! connection at a time (docs/benchmarks.md has the figures).
 
 use std::time::Duration;
 
@@ -83,7 +84,7 @@ pub struct HttpOrigin {
 impl HttpOrigin {
     /// Checks `template` and builds the client; see the module documentation.
     pub fn new(template: &str) -> Result<Self, OriginError> {
-        Self::with_version(template, OriginHttp::Auto)
+        Self::with_version(template, OriginHttp::default())
     }
 
     /// [`HttpOrigin::new`], speaking the HTTP `version` given.
