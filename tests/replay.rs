@@ -39,6 +39,14 @@ fn head(file: &str, format: Format, n: usize) -> Vec<Request> {
         .unwrap()
 }
 
+/// Every request of the trace at `path`, read as `format`.
+fn read_all(path: &Path, format: Format) -> Vec<Request> {
+    trace::open(path, format, clock())
+        .unwrap()
+        .collect::<std::io::Result<_>>()
+        .unwrap()
+}
+
 /// First data rows of cloudPhysicsIO.csv (after the header), e.g.
 /// `1,5633898,2a,512,42932745`: time in s, op hex (2a = write), size, lbn.
 #[test]
@@ -72,10 +80,7 @@ fn vscsi_matches_the_csv_row_for_row() {
 fn web07_xz_whole_file() {
     let path = traces().join("web07.trace.xz");
     assert_eq!(Format::detect(&path).unwrap(), Format::Cache2k);
-    let r: Vec<Request> = trace::open(&path, Format::Cache2k, clock())
-        .unwrap()
-        .collect::<std::io::Result<_>>()
-        .unwrap();
+    let r = read_all(&path, Format::Cache2k);
     assert_eq!(r.len(), 76_118, "request count per the README");
     let distinct: std::collections::HashSet<u64> = r.iter().map(|q| q.id).collect();
     assert_eq!(distinct.len(), 20_484, "distinct keys per the README");
@@ -119,10 +124,7 @@ fn oracle_general_plain_and_zstd_match_the_csv() {
             Format::OracleGeneral,
             "{name}"
         );
-        let got: Vec<Request> = trace::open(&path, Format::OracleGeneral, clock())
-            .unwrap()
-            .collect::<std::io::Result<_>>()
-            .unwrap();
+        let got = read_all(&path, Format::OracleGeneral);
         assert_eq!(got.len(), csv.len(), "{name}");
         for (g, c) in got.iter().zip(&csv) {
             assert_eq!(
@@ -166,10 +168,7 @@ fn text_traces_one_key_per_line() {
         };
         std::fs::write(&path, bytes).unwrap();
         assert_eq!(Format::detect(&path).unwrap(), Format::Text, "{name}");
-        let got: Vec<Request> = trace::open(&path, Format::Text, clock())
-            .unwrap()
-            .collect::<std::io::Result<_>>()
-            .unwrap();
+        let got = read_all(&path, Format::Text);
         assert_eq!(got.len(), web.len(), "{name}");
         for (g, w) in got.iter().zip(&web) {
             assert_eq!((g.at, &g.key), (w.at, &w.key), "{name}");

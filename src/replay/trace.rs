@@ -819,6 +819,21 @@ mod tests {
             .unwrap()
     }
 
+    /// Every item `bytes` reads as in `format` (clock from 0, 1 request/s).
+    fn results(bytes: &[u8], format: Format) -> Vec<io::Result<Request>> {
+        let input: Box<dyn BufRead + Send> = Box::new(io::Cursor::new(bytes.to_vec()));
+        let clock = Clock {
+            start: 0.0,
+            rate: 1.0,
+        };
+        from_reader(input, format, clock).collect()
+    }
+
+    /// The error the first item of `bytes` gives.
+    fn first_error(bytes: &[u8], format: Format) -> io::Error {
+        results(bytes, format).remove(0).unwrap_err()
+    }
+
     #[test]
     fn csv_with_header_sizes_and_ttls() {
         let r = read("timestamp,key\n1.5,a\n2,b,300\n\n3,a,10,60\n", Format::Csv);
@@ -852,16 +867,7 @@ mod tests {
         );
         assert_eq!(r[0].id, r[2].id);
         // A line with the wrong number of fields is an error naming them.
-        let input: Box<dyn BufRead + Send> =
-            Box::new(io::Cursor::new(b"0,user:1,10,230,7,get\n".to_vec()));
-        let clock = Clock {
-            start: 0.0,
-            rate: 1.0,
-        };
-        let e = from_reader(input, Format::Twitter, clock)
-            .next()
-            .unwrap()
-            .unwrap_err();
+        let e = first_error(b"0,user:1,10,230,7,get\n", Format::Twitter);
         assert!(e.to_string().contains("6 fields"), "{e}");
     }
 
@@ -875,27 +881,13 @@ mod tests {
         std::fs::write(&plain, "timestamp,key\n0,user:1\n").unwrap();
         assert_eq!(Format::detect(&plain).unwrap(), Format::Csv);
         // Read as plain CSV, a Twitter line is refused, not misread.
-        let input: Box<dyn BufRead + Send> =
-            Box::new(io::Cursor::new(b"0,user:1,10,230,7,get,0\n".to_vec()));
-        let clock = Clock {
-            start: 0.0,
-            rate: 1.0,
-        };
-        let e = from_reader(input, Format::Csv, clock)
-            .next()
-            .unwrap()
-            .unwrap_err();
+        let e = first_error(b"0,user:1,10,230,7,get,0\n", Format::Csv);
         assert!(e.to_string().contains("--format twitter"), "{e}");
     }
 
     #[test]
     fn csv_rejects_bad_lines_after_the_first() {
-        let input: Box<dyn BufRead + Send> = Box::new(io::Cursor::new(b"1,a\nx,b\n".to_vec()));
-        let clock = Clock {
-            start: 0.0,
-            rate: 1.0,
-        };
-        let r: Vec<_> = from_reader(input, Format::Csv, clock).collect();
+        let r = results(b"1,a\nx,b\n", Format::Csv);
         assert!(r[0].is_ok());
         assert!(r[1].is_err());
     }
@@ -943,12 +935,8 @@ mod tests {
             bytes.extend_from_slice(&size.to_le_bytes());
             bytes.extend_from_slice(&5i64.to_le_bytes());
         }
-        let input: Box<dyn BufRead + Send> = Box::new(io::Cursor::new(bytes));
-        let clock = Clock {
-            start: 0.0,
-            rate: 1.0,
-        };
-        let r: Vec<Request> = from_reader(input, Format::OracleGeneral, clock)
+        let r: Vec<Request> = results(&bytes, Format::OracleGeneral)
+            .into_iter()
             .collect::<io::Result<_>>()
             .unwrap();
         assert_eq!(
