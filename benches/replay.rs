@@ -40,6 +40,7 @@ fn config(mode: &str) -> ReplayConfig {
         modes: vec![mode.to_string()],
         mode: modes::ModeConfig::new(sim, Format::CloudPhysics.key_space()),
         writes: Writes::Access,
+        max_buffered: warming::replay::MAX_BUFFERED,
     }
 }
 

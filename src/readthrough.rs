@@ -10,8 +10,10 @@
 //! (observed through a [`Shared`] future), so it completes, and fills the
 //! cache, even if every caller times out or disconnects. The task goes
 //! through [`GuardedOrigin`] (rate limiter and retries), writes the value with
-//! the origin's `max-age` or the default TTL plus jitter, and only then leaves
-//! the in-flight map, so a caller arriving afterwards finds the value cached.
+//! the origin's `max-age` or the default TTL plus jitter, tells the write
+//! hook (the engine: the predictor models when values expire), and only then
+//! leaves the in-flight map, so a caller arriving afterwards finds the value
+//! cached.
 //!
 //! A failed cache write after a successful fetch is logged and the value is
 //! still returned: the caller asked for the value, not for the write.
@@ -58,6 +60,9 @@ pub enum ReadError {
     Cache(#[from] CacheError),
 }
 
+/// Told of every value a read-through miss wrote: the key and its TTL.
+pub type WriteHook = Arc<dyn Fn(&str, std::time::Duration) + Send + Sync>;
+
 /// The outcome of one shared fetch, as every joined caller sees it.
 type SharedFetch = Shared<BoxFuture<'static, Result<Bytes, ReadError>>>;
 
@@ -73,6 +78,7 @@ struct Inner {
     origin: GuardedOrigin,
     tunables: SharedTunables,
     observer: Arc<dyn FetchObserver>,
+    on_write: Option<WriteHook>,
     /// Fetches under way, by key. An entry is inserted by the first caller
     /// that misses and removed by the fetch task itself when it ends, so
     /// while present it is always the one running fetch for that key.
@@ -92,9 +98,19 @@ impl ReadThrough {
                 origin,
                 tunables,
                 observer,
+                on_write: None,
                 in_flight: Mutex::new(HashMap::new()),
             }),
         }
+    }
+
+    /// Calls `hook` with the key and TTL of every value a miss writes (after
+    /// the cache write succeeded). Set before the first read.
+    pub fn with_write_hook(mut self, hook: WriteHook) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("the write hook is set before the read-through is shared")
+            .on_write = Some(hook);
+        self
     }
 
     /// The value of `key`; on a miss the shared fetch runs in its own task, so
@@ -172,13 +188,19 @@ impl Inner {
         };
         let report = self.origin.fetch(key, policy, self.observer.as_ref()).await;
         let fetched = report.result?;
+        let ttl = effective_ttl(fetched.max_age, t.default_ttl, t.ttl_jitter);
         let entry = CacheEntry {
             key: key.to_owned(),
             value: fetched.body.clone(),
-            ttl: effective_ttl(fetched.max_age, t.default_ttl, t.ttl_jitter),
+            ttl,
         };
-        if let Err(e) = self.cache.set_many(std::slice::from_ref(&entry)).await {
-            tracing::warn!(key, error = %e, "read-through: fetched value not cached");
+        match self.cache.set_many(std::slice::from_ref(&entry)).await {
+            Ok(()) => {
+                if let Some(hook) = &self.on_write {
+                    hook(key, ttl);
+                }
+            }
+            Err(e) => tracing::warn!(key, error = %e, "read-through: fetched value not cached"),
         }
         Ok(fetched.body)
     }

@@ -681,7 +681,7 @@ async fn accesses_reach_every_other_instance_and_not_the_writer() {
             key: format!("user:{i}"),
             at_ms: 1_764_000_000_000 + i,
             // Completed warms travel the same way.
-            warmed: i % 3 == 0,
+            warmed: (i % 3 == 0).then_some(60 + i as u32),
         })
         .collect();
     f1.publish(&sent).await.unwrap();
@@ -698,7 +698,7 @@ async fn accesses_reach_every_other_instance_and_not_the_writer() {
     f2.publish(&[Access {
         key: "from:i2".into(),
         at_ms: 7,
-        warmed: false,
+        warmed: None,
     }])
     .await
     .unwrap();
@@ -711,7 +711,7 @@ async fn accesses_reach_every_other_instance_and_not_the_writer() {
         [Access {
             key: "from:i2".into(),
             at_ms: 7,
-            warmed: false
+            warmed: None
         }],
         "i1 sees only i2's access, not its own"
     );

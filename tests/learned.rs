@@ -122,3 +122,51 @@ async fn learned_names_read_keys_whose_value_expires_and_hears_of_warms() {
     assert_eq!(origin.requests_for("busy"), 1);
     srv.shutdown().await;
 }
+
+/// Values carry their own TTL to the predictor: `GET /cache/{key}` writes
+/// with the origin's `max-age`, and a key whose value lives 1 s is named
+/// at once, while one written with the default TTL (1 h) is not; a warm
+/// with a `max-age` likewise.
+#[tokio::test]
+async fn learned_hears_the_ttl_each_value_was_written_with() {
+    let origin = TestOrigin::start().await;
+    let mut s = settings(&origin.url_template());
+    s.tunables.predictor = "learned".into();
+    s.tunables.min_rewarm_interval = Duration::ZERO;
+    let srv = TestServer::start(s).await;
+
+    let (status, _) = srv.get("/cache/default-ttl").await;
+    assert_eq!(status, StatusCode::OK);
+    origin.set_max_age(Some(1));
+    let (status, _) = srv.get("/cache/short-ttl").await;
+    assert_eq!(status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let (status, body) = srv
+        .post("/warm/trigger-predictive", json!({"limit": 10}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["keys"], json!(["short-ttl"]), "{body}");
+    let job = srv.wait_job(body["job_id"].as_str().unwrap(), WAIT).await;
+    assert_eq!(job["succeeded"], 1, "{job}");
+
+    // The warm wrote with max-age 1 too: named again once it expires; with
+    // the default TTL it would not be for an hour.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    origin.set_max_age(None);
+    let (_, body) = srv
+        .post("/warm/trigger-predictive", json!({"limit": 10}))
+        .await;
+    assert_eq!(body["keys"], json!(["short-ttl"]), "{body}");
+    let job = srv.wait_job(body["job_id"].as_str().unwrap(), WAIT).await;
+    assert_eq!(job["succeeded"], 1, "{job}");
+    let (_, body) = srv
+        .post("/warm/trigger-predictive", json!({"limit": 10}))
+        .await;
+    assert_eq!(
+        body["keys"],
+        json!([]),
+        "the last warm wrote a 1 h value: {body}"
+    );
+    srv.shutdown().await;
+}

@@ -138,3 +138,101 @@ fn a_bad_configuration_is_reported_whole_and_refused() {
         assert!(err.contains(field), "{field} not reported in:\n{err}");
     }
 }
+
+/// `warming replay` as a user runs it: a small CSV with per-key TTLs, the
+/// table on stdout, the JSON file with the fields for every mode,
+/// the PNG chart; a bad flag is refused with a message and nothing written.
+#[test]
+fn replay_command_writes_table_json_and_chart() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("small.csv");
+    let mut csv = String::from("timestamp,key,size,ttl\n");
+    for i in 0..600u32 {
+        // Ten keys read every 10 s in turn; values live 45 s.
+        csv.push_str(&format!("{},k{},100,45\n", i, i % 10));
+    }
+    std::fs::write(&trace, csv).unwrap();
+    let (json, png) = (dir.path().join("out.json"), dir.path().join("out.png"));
+    let out = Command::new(env!("CARGO_BIN_EXE_warming"))
+        .arg("replay")
+        .arg("--trace")
+        .arg(&trace)
+        .args([
+            "--modes",
+            "none,refresh-ahead,heuristic,learned,oracle-seen",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .arg("--chart")
+        .arg(&png)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for mode in [
+        "none",
+        "refresh-ahead",
+        "heuristic",
+        "learned",
+        "oracle-seen",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(mode)),
+            "{mode} row: {stdout}"
+        );
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["trace"], "small.csv");
+    for mode in [
+        "none",
+        "refresh-ahead",
+        "heuristic",
+        "learned",
+        "oracle-seen",
+    ] {
+        let m = &report["modes"][mode];
+        for field in [
+            "requests",
+            "hits",
+            "hit_ratio",
+            "misses_cold",
+            "misses_expired",
+            "misses_evicted",
+            "origin_fetches_demand",
+            "origin_fetches_warming",
+            "wasted_warms",
+            "peak_origin_rps",
+            "stampedes",
+        ] {
+            assert!(m[field].is_number(), "{mode}.{field}: {m}");
+        }
+        assert_eq!(m["requests"], 600, "{mode}");
+    }
+    // Without warming each key misses once per 45 s value (every 50 s).
+    assert_eq!(report["modes"]["none"]["misses_cold"], 10);
+    assert!(report["modes"]["none"]["misses_expired"].as_u64().unwrap() >= 100);
+    let chart = std::fs::read(&png).unwrap();
+    assert_eq!(&chart[..8], b"\x89PNG\r\n\x1a\n", "a PNG file");
+
+    let bad = dir.path().join("bad.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_warming"))
+        .arg("replay")
+        .arg("--trace")
+        .arg(&trace)
+        .args(["--strategy", "fastest", "--json"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--strategy") && err.contains("allowed"),
+        "{err}"
+    );
+    assert!(!bad.exists(), "nothing written on a refused run");
+}

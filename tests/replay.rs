@@ -5,13 +5,11 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::origin::TestOrigin;
 use support::server::{TestServer, settings};
 use warming::access::AccessTracker;
-use warming::config::Strategy;
 use warming::predict::by_name;
 use warming::replay::modes::predictive::choose_keys;
 use warming::replay::trace::{self, Clock, Format, Request};
@@ -193,7 +191,51 @@ fn config(modes: &str, ttl: f64) -> ReplayConfig {
         modes: modes::parse_list(modes),
         mode: modes::ModeConfig::new(sim, Format::CloudPhysics.key_space()),
         writes: Writes::Access,
+        max_buffered: replay::MAX_BUFFERED,
     }
+}
+
+/// The oracles' look-ahead buffer holds at most `max_buffered` requests:
+/// on a trace too busy for its lead the oracles look less far ahead (and
+/// say so), still bound the other modes, and every request is replayed.
+#[test]
+fn the_look_ahead_buffer_is_capped() {
+    let slice = || {
+        trace::open(
+            &traces().join("cloudPhysicsIO.csv"),
+            Format::CloudPhysics,
+            clock(),
+        )
+        .unwrap()
+        .take(20_000)
+    };
+    let full = replay::run(
+        slice(),
+        "slice",
+        "cloudphysics",
+        &config("none,oracle", 600.0),
+    )
+    .unwrap();
+    let capped_cfg = ReplayConfig {
+        max_buffered: 50,
+        ..config("none,oracle", 600.0)
+    };
+    let capped = replay::run(slice(), "slice", "cloudphysics", &capped_cfg).unwrap();
+    let (none, oracle) = (&capped.modes[0].1, &capped.modes[1].1);
+    let stats = |m: &modes::ModeResult| m.stats.clone().unwrap();
+    assert_eq!(stats(oracle).requests, 20_000);
+    assert!(stats(oracle).hits >= stats(none).hits);
+    assert!(
+        stats(oracle).hits <= stats(&full.modes[1].1).hits,
+        "less look-ahead, no better"
+    );
+    let note = oracle.note.clone().unwrap_or_default();
+    assert!(note.contains("50 requests buffered at most"), "{note:?}");
+    assert!(
+        none.note.is_none(),
+        "modes that do not look ahead say nothing"
+    );
+    assert!(full.modes[1].1.note.is_none(), "{:?}", full.modes[1].1.note);
 }
 
 /// The learned mode repeats exactly for one seed (its hashing and sampling
@@ -291,6 +333,13 @@ async fn replay_heuristic_chooses_the_live_services_keys() {
     let s = settings(&origin.url_template());
     let bucket = s.service.tracker_bucket;
     let max_keys = s.service.tracker_max_keys;
+    // What replay's predictor modes use when a schedule names no strategy.
+    let replay_defaults = warming::replay::modes::predictive::PredictiveConfig::default();
+    assert_eq!(
+        replay_defaults.default_strategy,
+        s.tunables.default_strategy
+    );
+    assert_eq!(replay_defaults.predict_window, s.tunables.predict_window);
     let server = TestServer::start(s).await;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -325,9 +374,9 @@ async fn replay_heuristic_chooses_the_live_services_keys() {
         &*predictor,
         &tracker,
         now,
-        Duration::from_secs(3600),
+        replay_defaults.predict_window,
         15,
-        Strategy::Selective,
+        replay_defaults.default_strategy,
         50,
         100.0,
     );

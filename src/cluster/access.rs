@@ -6,8 +6,9 @@
 //! # Key
 //! `warming:{ns}:accesses` — stream; one entry per batch of up to 500
 //! events, fields `o` (the writing instance's id) and `d` (the batch:
-//! lines `<unix ms>\t<key>\n` for a read, `w<unix ms>\t<key>\n` for a
-//! completed warm; keys never contain control characters, see
+//! lines `<unix ms>\t<key>\n` for a read, `w<unix ms>,<ttl s>\t<key>\n`
+//! for a completed warm whose value lives `ttl` seconds (`w<unix ms>\t`
+//! from older instances: the TTL not said); keys never contain control characters, see
 //! `crate::keys`, and any that do are skipped; so are lines a reader cannot
 //! parse, e.g. a newer kind of event). Trimmed with
 //! `MAXLEN ~ 1,000,000` entries on every write.
@@ -45,8 +46,9 @@ pub struct Access {
     pub key: String,
     /// Unix milliseconds.
     pub at_ms: u64,
-    /// A warm wrote the key's value at `at_ms` (not a read).
-    pub warmed: bool,
+    /// A warm wrote the key's value at `at_ms`, to live this many seconds
+    /// (0: not said); `None`: a read.
+    pub warmed: Option<u32>,
 }
 
 /// Publishes this instance's accesses and reads everyone else's.
@@ -264,10 +266,15 @@ fn encode(accesses: &[Access]) -> String {
         if a.key.is_empty() || a.key.chars().any(char::is_control) {
             continue;
         }
-        if a.warmed {
-            s.push('w');
+        match a.warmed {
+            Some(ttl) => {
+                s.push('w');
+                s.push_str(&a.at_ms.to_string());
+                s.push(',');
+                s.push_str(&ttl.to_string());
+            }
+            None => s.push_str(&a.at_ms.to_string()),
         }
-        s.push_str(&a.at_ms.to_string());
         s.push('\t');
         s.push_str(&a.key);
         s.push('\n');
@@ -277,13 +284,20 @@ fn encode(accesses: &[Access]) -> String {
 
 fn decode(data: &str, out: &mut Vec<Access>) {
     for line in data.lines() {
-        let (warmed, line) = match line.strip_prefix('w') {
+        let (warm, line) = match line.strip_prefix('w') {
             Some(rest) => (true, rest),
             None => (false, line),
         };
-        if let Some((at, key)) = line.split_once('\t')
-            && let Ok(at_ms) = at.parse()
-        {
+        let Some((when, key)) = line.split_once('\t') else {
+            continue;
+        };
+        let (at, ttl) = match when.split_once(',') {
+            Some((at, ttl)) if warm => (at, ttl.parse().ok()),
+            Some(_) => continue,
+            None => (when, Some(0)),
+        };
+        if let (Ok(at_ms), Some(ttl)) = (at.parse(), ttl) {
+            let warmed = warm.then_some(ttl);
             out.push(Access {
                 key: key.to_owned(),
                 at_ms,
@@ -303,22 +317,22 @@ mod tests {
             Access {
                 key: "user:1".into(),
                 at_ms: 5,
-                warmed: false,
+                warmed: None,
             },
             Access {
                 key: "bad\nkey".into(),
                 at_ms: 6,
-                warmed: false,
+                warmed: None,
             },
             Access {
                 key: "a b\u{e9}".into(),
                 at_ms: 7,
-                warmed: false,
+                warmed: None,
             },
             Access {
                 key: "warm:1".into(),
                 at_ms: 8,
-                warmed: true,
+                warmed: Some(300),
             },
         ];
         let mut out = Vec::new();
@@ -331,10 +345,11 @@ mod tests {
                 accesses[3].clone()
             ]
         );
-        // Lines of an unknown kind are skipped, the rest kept.
+        // Lines of an unknown kind are skipped, the rest kept; a warm from
+        // an instance that does not say the TTL has 0.
         out.clear();
-        decode("x5\tk\n9\tkept\n", &mut out);
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].key, "kept");
+        decode("x5\tk\n9\tkept\n9,5\tread-with-ttl\nw10\told\n", &mut out);
+        let got: Vec<_> = out.iter().map(|a| (a.key.as_str(), a.warmed)).collect();
+        assert_eq!(got, [("kept", None), ("old", Some(0))]);
     }
 }

@@ -26,6 +26,16 @@ pub struct Prediction {
     pub score: f64,
 }
 
+/// What wrote a value the predictor is told of ([`Predictor::written`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    /// A warm: nobody has read the new value yet.
+    Warm,
+    /// A read-through miss: the access that caused it was just `observe`d
+    /// and is the new value's first read.
+    ReadThrough,
+}
+
 /// Predicts hot keys from the access history.
 pub trait Predictor: Send + Sync {
     fn name(&self) -> &'static str;
@@ -35,10 +45,11 @@ pub trait Predictor: Send + Sync {
     /// Periodic housekeeping (training, decay); the service calls it every
     /// few seconds, replay at the same virtual cadence.
     fn tick(&self, _now_unix_secs: u64) {}
-    /// A fresh value of `key` was written to the cache at `at_unix_secs` by
-    /// a warm (predictors that model when values expire use it).
-    fn warmed(&self, _key: &str, _at_unix_secs: u64) {}
-    /// Whether [`Predictor::warmed`] does anything: the engine shares
+    /// A fresh value of `key`, to live `ttl`, was written to the cache at
+    /// `at_unix_secs` (predictors that model when values expire use it):
+    /// by a warm, or by a miss of the service's own read-through.
+    fn written(&self, _key: &str, _at_unix_secs: u64, _ttl: Duration, _by: Write) {}
+    /// Whether [`Predictor::written`] does anything: the engine shares
     /// completed warms with the other instances only for such predictors.
     fn tracks_writes(&self) -> bool {
         false

@@ -93,6 +93,18 @@ pub struct ReplayArgs {
     /// learned: lowest probability predicted (`WARMING_LEARNED_MIN_PROBABILITY`).
     #[arg(long, default_value_t = 0.0)]
     pub learned_min_probability: f32,
+    /// learned: score with this ONNX model instead of the online one
+    /// (`WARMING_PREDICTOR_MODEL`; needs the `onnx` cargo feature).
+    #[arg(long)]
+    pub predictor_model: Option<PathBuf>,
+    /// Window the schedules' predictions are for, seconds (the service's
+    /// `WARMING_PREDICT_WINDOW`); the quality figures use `--quality-window`.
+    #[arg(long, default_value_t = 3600.0)]
+    pub predict_window: f64,
+    /// Strategy of the schedules that name none (the service's
+    /// `WARMING_DEFAULT_STRATEGY`): selective, breadth or priority.
+    #[arg(long, default_value = "priority")]
+    pub strategy: String,
     /// Seed of the random numbers.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -153,6 +165,25 @@ impl ReplayArgs {
         mode.predictor_settings.learned_min_probability = self.learned_min_probability;
         mode.predictor_settings.seed = Some(self.seed);
         mode.predictor_settings.learned_idle_gate = self.learned_idle_gate.map(Duration::from_secs);
+        if let Some(model) = &self.predictor_model {
+            if !cfg!(feature = "onnx") {
+                return Err(
+                    "--predictor-model needs a build with the onnx feature (cargo build --release --features onnx)"
+                        .into(),
+                );
+            }
+            if !model.is_file() {
+                return Err(format!(
+                    "--predictor-model {}: no such file",
+                    model.display()
+                ));
+            }
+            mode.predictor_settings.model_path = Some(model.clone());
+        }
+        p.default_strategy = self
+            .strategy
+            .parse()
+            .map_err(|e| format!("--strategy {:?}: {e}", self.strategy))?;
         p.schedules = !self.no_schedules;
         p.refresh = !self.no_refresh;
         p.timezone = self.timezone.clone();
@@ -164,7 +195,8 @@ impl ReplayArgs {
             .map(|k| k.trim().parse::<usize>())
             .collect::<Result<_, _>>()
             .map_err(|_| format!("--quality-k {:?}: expected numbers", self.quality_k))?;
-        p.predict_window = Duration::from_secs_f64(p.quality_window);
+        p.predict_window =
+            Duration::from_secs_f64(positive(self.predict_window, "--predict-window")?);
         let list = modes::parse_list(&self.modes);
         if list.is_empty() {
             return Err("--modes names no mode".into());
@@ -173,6 +205,7 @@ impl ReplayArgs {
             modes: list,
             mode,
             writes,
+            max_buffered: crate::replay::MAX_BUFFERED,
         })
     }
 }

@@ -12,11 +12,13 @@
 //!
 //! The trace is read once, request by request, and every mode sees each
 //! request before the next is read. Only the oracle modes look ahead: the
-//! driver buffers `lead` seconds of trace (default at most 60 s) for them.
-//! Memory is therefore bounded by the per-key state of the simulation (one
-//! cache entry per cached key, one small record per distinct key seen: about
-//! 40 bytes per key per mode) and the tracker's cap, never by the trace's
-//! length.
+//! driver buffers `lead` seconds of trace for them (half the TTL by
+//! default), at most [`MAX_BUFFERED`] requests (about 80 bytes each); on a
+//! trace too busy for that, the oracles look less far ahead and their
+//! result says so in its note. Memory is therefore bounded by that buffer,
+//! the per-key state of the simulation (one cache entry per cached key, one
+//! small record per distinct key seen: about 40 bytes per key per mode) and
+//! the tracker's cap, never by the trace's length.
 //!
 //! Timestamps that go backwards are clamped to the latest seen (virtual time
 //! never decreases).
@@ -31,6 +33,9 @@ pub mod trace;
 
 use std::collections::VecDeque;
 use std::io;
+
+/// Most requests buffered for the oracles' look-ahead.
+pub const MAX_BUFFERED: usize = 1_000_000;
 
 use modes::{Mode, ModeConfig, ModeResult};
 use trace::Request;
@@ -51,6 +56,8 @@ pub struct ReplayConfig {
     pub modes: Vec<String>,
     pub mode: ModeConfig,
     pub writes: Writes,
+    /// Most requests buffered for the oracles' look-ahead ([`MAX_BUFFERED`]).
+    pub max_buffered: usize,
 }
 
 /// The outcome of one replay.
@@ -103,6 +110,8 @@ pub fn run(
         .collect();
     let lead = active.iter().map(|m| m.lookahead()).fold(0.0, f64::max);
     let mut buf: VecDeque<Request> = VecDeque::new();
+    // The shortest look-ahead the buffer's cap left the oracles.
+    let mut shortest_lead = f64::INFINITY;
     let (mut requests, mut skipped) = (0u64, 0u64);
     let (mut first, mut last) = (f64::NAN, f64::NEG_INFINITY);
     for r in trace {
@@ -129,8 +138,14 @@ pub fn run(
             m.foresee(&r);
         }
         buf.push_back(r);
-        while buf.front().is_some_and(|f| f.at + lead < last) {
+        while buf
+            .front()
+            .is_some_and(|f| f.at + lead < last || buf.len() > cfg.max_buffered.max(1))
+        {
             if let Some(f) = buf.pop_front() {
+                if f.at + lead >= last {
+                    shortest_lead = shortest_lead.min(last - f.at);
+                }
                 for m in active.iter_mut() {
                     m.access(&f);
                 }
@@ -147,7 +162,22 @@ pub fn run(
         .into_iter()
         .map(|(name, r)| {
             let result = match r {
-                Ok(mut m) => m.finish(end),
+                Ok(mut m) => {
+                    let looks_ahead = m.lookahead() > 0.0;
+                    let mut result = m.finish(end);
+                    if looks_ahead && shortest_lead < lead {
+                        let cut = format!(
+                            "looked ahead as little as {shortest_lead:.1} s instead of {lead:.1} s \
+                             ({} requests buffered at most)",
+                            cfg.max_buffered
+                        );
+                        result.note = Some(match result.note.take() {
+                            Some(n) => format!("{n}; {cut}"),
+                            None => cut,
+                        });
+                    }
+                    result
+                }
                 Err(note) => ModeResult::unavailable(note),
             };
             (name, result)

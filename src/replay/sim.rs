@@ -27,11 +27,12 @@
 //! # Origin
 //!
 //! Every fetch takes `latency` seconds. The budget is a token bucket of
-//! `rps` tokens per second holding at most `rps` (one second of burst), the
-//! shape of the service's GCRA limiter. Demand fetches are never refused (a
-//! reader is waiting) but take their token, down to a debt of one second of
-//! budget; warming fetches wait until a whole token is there. So warming
-//! only ever uses the budget that demand leaves. `rps = 0` means unlimited.
+//! `rps` tokens per second holding at most one (a burst of one), the shape
+//! of the service's GCRA limiter: warming fetches are spaced at least
+//! `1/rps` apart. Demand fetches are never refused (a reader is waiting)
+//! but take their token, down to a debt of one second of budget; warming
+//! fetches wait until a whole token is there. So warming only ever uses the
+//! budget that demand leaves. `rps = 0` means unlimited.
 //!
 //! A **wasted warm** is a value fetched by warming that no read was served
 //! from before it expired, was evicted or was replaced; values still live at
@@ -196,6 +197,9 @@ impl Series {
     }
 }
 
+/// Most tokens the budget holds: the service's limiter allows a burst of one.
+const BURST: f64 = 1.0;
+
 /// Origin budget: a token bucket (see the module doc).
 #[derive(Debug, Clone)]
 pub struct Budget {
@@ -208,7 +212,7 @@ impl Budget {
     pub fn new(rps: f64) -> Self {
         Budget {
             rate: rps.max(0.0),
-            tokens: rps.max(0.0),
+            tokens: BURST,
             last: f64::NEG_INFINITY,
         }
     }
@@ -218,7 +222,7 @@ impl Budget {
             self.last = t;
         }
         if t > self.last {
-            self.tokens = (self.tokens + (t - self.last) * self.rate).min(self.rate);
+            self.tokens = (self.tokens + (t - self.last) * self.rate).min(BURST);
             self.last = t;
         }
     }
@@ -277,6 +281,10 @@ struct Seen {
     /// Expiry of the key's last fetched value (`-inf`: never fetched).
     expires_at: f64,
     size: u32,
+    /// TTL the trace last gave the key's values (0: the configured one);
+    /// warms write with it too, as the service's warms take the origin's
+    /// `max-age` for that key.
+    ttl: f32,
     accessed: bool,
 }
 
@@ -529,6 +537,7 @@ impl Sim {
                 Seen {
                     expires_at: expires,
                     size,
+                    ttl: ttl as f32,
                     accessed: true,
                 },
             );
@@ -566,6 +575,7 @@ impl Sim {
             Seen {
                 expires_at: expires,
                 size,
+                ttl: ttl as f32,
                 accessed: true,
             },
         );
@@ -626,11 +636,18 @@ impl Sim {
         self.seen.get(&id).map_or(1, |s| s.size)
     }
 
+    /// The TTL of `id`'s values: the one the trace last gave it, else the
+    /// configured one.
+    pub fn ttl_of_key(&self, id: u64) -> f64 {
+        self.ttl_of(self.seen.get(&id).map(|s| f64::from(s.ttl)))
+    }
+
     /// A warming fetch of `id` started at `t` (the caller checked the
-    /// budget). Skipped (`false`) when a fetch of `id` is already in flight.
+    /// budget), its value living the key's TTL ([`Sim::ttl_of_key`]).
+    /// Skipped (`false`) when a fetch of `id` is already in flight.
     pub fn warm(&mut self, t: f64, id: u64, size: u32) -> bool {
         self.now = self.now.max(t);
-        let ttl = self.cfg.ttl;
+        let ttl = self.ttl_of_key(id);
         let latency = self.cfg.latency;
         if let Some(&i) = self.index.get(&id) {
             let e = &mut self.nodes[i as usize];
@@ -689,6 +706,7 @@ impl Sim {
             .or_insert(Seen {
                 expires_at,
                 size,
+                ttl: 0.0,
                 accessed: false,
             });
     }
@@ -753,14 +771,15 @@ impl WarmQueue {
         self.drain_with(sim, t, |_, _| {});
     }
 
-    /// As [`WarmQueue::drain`], calling `dequeued(id, at)` for each key
-    /// taken off the queue: `at` is when its value lands in the cache, `None`
-    /// when no warm started (one was in flight already).
+    /// As [`WarmQueue::drain`], calling `dequeued(id, landed)` for each key
+    /// taken off the queue: `landed` is when its value lands in the cache and
+    /// the TTL it lives, `None` when no warm started (one was in flight
+    /// already).
     pub fn drain_with(
         &mut self,
         sim: &mut Sim,
         t: f64,
-        mut dequeued: impl FnMut(u64, Option<f64>),
+        mut dequeued: impl FnMut(u64, Option<(f64, f64)>),
     ) {
         let mut at = if sim.now.is_finite() {
             sim.now.min(t)
@@ -777,7 +796,10 @@ impl WarmQueue {
             self.queued.remove(&id);
             let size = sim.size_of(id);
             let started = sim.warm(at, id, size);
-            dequeued(id, started.then_some(at + sim.cfg.latency));
+            dequeued(
+                id,
+                started.then(|| (at + sim.cfg.latency, sim.ttl_of_key(id))),
+            );
         }
     }
 }
@@ -893,7 +915,24 @@ mod tests {
         assert!(!s.warm(11.6, 1, 1) || s.cached(1).is_some());
     }
 
-    /// Budget of 2/s: warms queued at t=0 start at 0, 0, 0.5, 1.0 ...
+    /// A warm writes with the TTL the trace gave the key (the service's warm
+    /// takes the origin's `max-age` for that key), else the configured one.
+    #[test]
+    fn warms_use_the_keys_own_ttl() {
+        let mut s = sim(Capacity::Entries(100), 3600.0, 0.0, 0.0);
+        s.access(0.0, 1, 1, Some(50.0));
+        assert!(s.warm(40.0, 1, 1));
+        assert!(s.valid_at(1, 89.0));
+        assert!(!s.valid_at(1, 91.0), "the key's 50 s, not 3600 s");
+        s.access(0.0, 2, 1, None);
+        assert!(s.warm(40.0, 2, 1));
+        assert!(s.valid_at(2, 3000.0));
+        assert_eq!(s.ttl_of_key(1), 50.0);
+        assert_eq!(s.ttl_of_key(3), 3600.0, "a key never seen");
+    }
+
+    /// Budget of 2/s, burst of one (the service's limiter): warms queued at
+    /// t=0 start at 0, 0.5, 1.0, 1.5 ...
     #[test]
     fn warm_queue_respects_the_budget_and_priority() {
         let mut s = sim(Capacity::Entries(100), 100.0, 0.0, 2.0);
@@ -903,10 +942,10 @@ mod tests {
         }
         assert!(!q.push(3, 50));
         q.drain(&mut s, 0.0);
-        assert_eq!(s.stats.origin_fetches_warming, 2);
+        assert_eq!(s.stats.origin_fetches_warming, 1);
         assert!(s.cached(6).is_some(), "priority 90 first");
         q.drain(&mut s, 1.0);
-        assert_eq!(s.stats.origin_fetches_warming, 4);
+        assert_eq!(s.stats.origin_fetches_warming, 3);
         q.drain(&mut s, 10.0);
         assert_eq!(s.stats.origin_fetches_warming, 6);
         assert!(q.is_empty());

@@ -225,15 +225,17 @@ impl ClusterLink {
     }
 
     pub fn buffer_access(&self, key: &str, at_unix_secs: u64) {
-        self.buffer(key, at_unix_secs, false);
+        self.buffer(key, at_unix_secs, None);
     }
 
-    /// A warm of `key` completed here: shared with the others like an access.
-    pub fn buffer_warmed(&self, key: &str, at_unix_secs: u64) {
-        self.buffer(key, at_unix_secs, true);
+    /// A warm of `key` completed here, its value living `ttl`: shared with
+    /// the others like an access.
+    pub fn buffer_warmed(&self, key: &str, at_unix_secs: u64, ttl: Duration) {
+        let ttl = ttl.as_secs().clamp(1, u64::from(u32::MAX)) as u32;
+        self.buffer(key, at_unix_secs, Some(ttl));
     }
 
-    fn buffer(&self, key: &str, at_unix_secs: u64, warmed: bool) {
+    fn buffer(&self, key: &str, at_unix_secs: u64, warmed: Option<u32>) {
         self.accesses.lock().push(Access {
             key: key.to_string(),
             at_ms: at_unix_secs.saturating_mul(1000),
@@ -553,14 +555,20 @@ impl Engine {
         let e = self.clone();
         self.background.spawn(async move {
             while let Some(batch) = rx.recv().await {
-                let (warms, reads): (Vec<_>, Vec<_>) = batch.iter().partition(|a| a.warmed);
+                let (warms, reads): (Vec<_>, Vec<_>) =
+                    batch.iter().partition(|a| a.warmed.is_some());
                 let accesses: Vec<(&str, u64)> = reads
                     .iter()
                     .map(|a| (a.key.as_str(), a.at_ms / 1000))
                     .collect();
                 e.note_accesses(&accesses, false);
+                let default_ttl = e.tunables.load().default_ttl;
                 for w in warms {
-                    e.note_warmed(&w.key, w.at_ms / 1000, false);
+                    let ttl = match w.warmed {
+                        Some(s) if s > 0 => Duration::from_secs(u64::from(s)),
+                        _ => default_ttl,
+                    };
+                    e.note_warmed(&w.key, w.at_ms / 1000, ttl, false);
                 }
             }
         });

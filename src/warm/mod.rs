@@ -43,7 +43,7 @@ use crate::keys::validate_key;
 use crate::origin::limiter::{OriginLimiter, RateGate};
 use crate::origin::retry::{FetchObserver, GuardedOrigin};
 use crate::origin::{self, OriginError};
-use crate::predict::{self, Predictor};
+use crate::predict::{self, Predictor, Write};
 use crate::protocol::{
     AccessRequest, AccessTime, DEFAULT_PATTERN_LIMIT, DEFAULT_PRIORITY, JobView, StatusResponse,
     TriggerPredictiveRequest, WarmKeyRequest, WarmPatternRequest, WarmPatternResponse,
@@ -163,7 +163,8 @@ pub struct Engine {
     limiter: Arc<dyn RateGate>,
     tracker: Arc<AccessTracker>,
     cost: Arc<CostModel>,
-    predictor: ArcSwap<Arc<dyn Predictor>>,
+    /// Shared with the read-through's write hook.
+    predictor: Arc<ArcSwap<Arc<dyn Predictor>>>,
     pub(crate) events: EventBus,
     pub(crate) telemetry: Arc<Telemetry>,
     pub(crate) watch: Arc<OriginWatch>,
@@ -247,12 +248,22 @@ impl Engine {
             emergency: emergency.clone(),
             cost: cost.clone(),
         });
+        let predictor = Arc::new(ArcSwap::from_pointee(predictor));
         let readthrough = ReadThrough::new(
             cache.clone(),
             guarded.clone(),
             tunables.clone(),
             watch.clone(),
-        );
+        )
+        .with_write_hook({
+            let predictor = predictor.clone();
+            Arc::new(move |key: &str, ttl: Duration| {
+                let p = predictor.load();
+                if p.tracks_writes() {
+                    p.written(key, now_unix(), ttl, Write::ReadThrough);
+                }
+            })
+        });
         let writer = BatchWriter::spawn(cache.clone(), tunables.clone());
         let access_log = service.access_log.clone().map(|path| {
             AccessLog::new(
@@ -272,7 +283,7 @@ impl Engine {
                 .max_capacity(1_000_000)
                 .time_to_live(Duration::from_secs(86_400))
                 .build(),
-            predictor: ArcSwap::from_pointee(predictor),
+            predictor,
             queue: WarmQueue::new(),
             board: WorkerBoard::default(),
             reconfigured: Notify::new(),
@@ -796,17 +807,18 @@ impl Engine {
         Ok(batch.len())
     }
 
-    /// A warm wrote a fresh value of `key` at `at`: a predictor that tracks
-    /// writes hears of it, and with coordination (`done_here`) so do the
-    /// other instances' (nothing is shared for the other predictors).
-    pub(crate) fn note_warmed(&self, key: &str, at: u64, done_here: bool) {
+    /// A warm wrote a fresh value of `key`, living `ttl`, at `at`: a
+    /// predictor that tracks writes hears of it, and with coordination
+    /// (`done_here`) so do the other instances' (nothing is shared for the
+    /// other predictors).
+    pub(crate) fn note_warmed(&self, key: &str, at: u64, ttl: Duration, done_here: bool) {
         let predictor = self.predictor.load();
         if !predictor.tracks_writes() {
             return;
         }
-        predictor.warmed(key, at);
+        predictor.written(key, at, ttl, Write::Warm);
         if let (Some(c), true) = (&self.cluster, done_here) {
-            c.buffer_warmed(key, at);
+            c.buffer_warmed(key, at, ttl);
         }
     }
 

@@ -221,7 +221,7 @@ pub(crate) async fn warm_one(engine: &Engine, task: &Task) -> bool {
                 Ok(()) => {
                     engine.telemetry.cache_written(1);
                     engine.recent.insert(task.key.clone(), Instant::now());
-                    engine.note_warmed(&task.key, now_unix(), true);
+                    engine.note_warmed(&task.key, now_unix(), ttl, true);
                     (WarmStatus::Success, bytes, None)
                 }
                 Err(e) => (WarmStatus::CacheError, bytes, Some(e.to_string())),

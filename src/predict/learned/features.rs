@@ -56,7 +56,7 @@ const WEEK: u64 = 7 * DAY;
 /// | 13 | `ln_prefix_5m` | `ln(1 + c)`, `c` = accesses to the key's prefix, 5-min half-life |
 /// | 14 | `ln_prefix_30m` | same, 30-min half-life |
 /// | 15 | `ln_horizon_min` | `ln(1 + horizon in minutes)`: the label horizon (the TTL with the gate on, else the window predicted) |
-/// | 16 | `ln_value_reads` | `ln(1 + r)`, `r` = reads of the key's current cached value (since it was written, the read that wrote it included; at most 255); 0 once `now` is 1.5 horizons past the write (the value lived out unread) |
+/// | 16 | `ln_value_reads` | `ln(1 + r)`, `r` = reads of the key's current cached value (since it was written, the read that wrote it included; at most 255); 0 once `now` is half a horizon past the value's expiry (it lived out unread) |
 pub const FEATURE_NAMES: [&str; NUM_FEATURES] = [
     "ln_count_5m",
     "ln_count_30m",
@@ -86,10 +86,11 @@ pub type Features = [f32; NUM_FEATURES];
 pub struct KeyState {
     pub first: u32,
     pub last: u32,
-    /// When the key's cached value was last written, as far as the
-    /// predictor can tell: the first access after the previous value
-    /// expired (a read-through miss), or a warm it was told of.
-    pub written: u32,
+    /// When the key's cached value expires, as far as the predictor can
+    /// tell: one TTL after the first access following the previous value's
+    /// expiry (a read-through miss), or as a write it was told of (a warm,
+    /// the service's own read-through) said, with that value's own TTL.
+    pub expires: u32,
     pub count: u32,
     /// Decayed counts at [`HALF_LIVES`], as of `last`.
     pub decayed: [f32; 4],
@@ -100,7 +101,7 @@ pub struct KeyState {
     pub hod: [u8; HOD_SLOTS],
     /// Accesses per UTC day of week (0 = Thursday, 1970-01-01); halved together.
     pub dow: [u8; 7],
-    /// Reads since `written` (saturating): how much the current value is used.
+    /// Reads of the current value (saturating): how much it is used.
     pub value_reads: u8,
 }
 
@@ -160,12 +161,14 @@ fn dow_slot(unix: u64) -> usize {
 }
 
 impl KeyState {
-    /// The state of a key first accessed at `rel` (relative) = `unix`.
-    pub fn new(rel: u32, unix: u64) -> Self {
+    /// The state of a key first accessed at `rel` (relative) = `unix`,
+    /// whose values live `ttl` seconds as far as the predictor knows (the
+    /// first read is a miss that writes one).
+    pub fn new(rel: u32, unix: u64, ttl: u32) -> Self {
         let mut s = KeyState {
             first: rel,
             last: rel,
-            written: rel,
+            expires: rel.saturating_add(ttl),
             count: 1,
             decayed: [1.0; 4],
             gap_mean: 0.0,
@@ -201,28 +204,27 @@ impl KeyState {
         }
         self.first = self.first.min(rel);
         self.count = self.count.saturating_add(1);
-        if rel >= self.written {
-            self.value_reads = self.value_reads.saturating_add(1);
-        }
+        self.value_reads = self.value_reads.saturating_add(1);
         bump(&mut self.hod, hod_slot(unix));
         bump(&mut self.dow, dow_slot(unix));
     }
 
-    /// A read at `rel` of a key whose cached values live `ttl` seconds: in a
-    /// read-through cache, a read after the value expired writes a new one.
+    /// A read at `rel` of a key whose cached values live `ttl` seconds
+    /// (as far as the predictor knows): in a read-through cache, a read
+    /// after the value expired writes a new one.
     pub fn read_through(&mut self, rel: u32, ttl: u32) {
-        if ttl > 0 && rel >= self.written.saturating_add(ttl) {
-            self.written = rel;
+        if ttl > 0 && rel >= self.expires {
+            self.expires = rel.saturating_add(ttl);
             self.value_reads = 1;
         }
     }
 
-    /// A fresh value was written at `rel` (a warm).
-    pub fn rewritten(&mut self, rel: u32) {
-        if rel >= self.written {
-            self.written = rel;
-            self.value_reads = 0;
-        }
+    /// A fresh value, living `ttl` seconds, was written at `rel`: by a warm
+    /// (`first_read` false: nobody has read it yet), or by the read-through
+    /// miss of the read just recorded (`first_read`).
+    pub fn rewritten(&mut self, rel: u32, ttl: u32, first_read: bool) {
+        self.expires = rel.saturating_add(ttl);
+        self.value_reads = u8::from(first_read);
     }
 
     /// Eviction warmth: the 3-h decayed count at `now` (relative).
@@ -369,9 +371,7 @@ pub fn features(s: &KeyState, prefix: [f32; 2], ctx: &Context) -> Features {
     f[13] = ln_1p(prefix[0]);
     f[14] = ln_1p(prefix[1]);
     f[15] = ln_1p(ctx.horizon_secs as f32 / 60.0);
-    let lived_out = s
-        .written
-        .saturating_add(ctx.horizon_secs.saturating_add(ctx.horizon_secs / 2));
+    let lived_out = s.expires.saturating_add(ctx.horizon_secs / 2);
     if ctx.now_rel < lived_out {
         f[16] = ln_1p(f32::from(s.value_reads));
     }
@@ -398,7 +398,7 @@ mod tests {
 
     #[test]
     fn single_access() {
-        let s = KeyState::new(100, U0 + 100);
+        let s = KeyState::new(100, U0 + 100, 3600);
         let f = features(&s, [0.0, 0.0], &ctx(100 + 300, 600));
         // One access 5 min ago: 5-min count halved, 30-min count 2^(-1/6).
         assert!(close(f[0], 0.5f32.ln_1p()), "{f:?}");
@@ -418,7 +418,7 @@ mod tests {
     #[test]
     fn regular_gaps() {
         // Accessed every 60 s, 10 times: counts add up, gap mean = ln(61), std 0.
-        let mut s = KeyState::new(0, U0);
+        let mut s = KeyState::new(0, U0, 3600);
         for i in 1..10u32 {
             s.hit(i * 60, U0 + u64::from(i) * 60);
         }
@@ -449,7 +449,7 @@ mod tests {
     fn value_reads_count_the_current_values_readers() {
         const TTL: u32 = 3600;
         let reads = |f: &Features| (f[16].exp() - 1.0).round() as u32;
-        let mut s = KeyState::new(0, U0);
+        let mut s = KeyState::new(0, U0, 3600);
         for t in [60u32, 120, 600] {
             s.hit(t, U0 + u64::from(t));
             s.read_through(t, TTL);
@@ -459,15 +459,15 @@ mod tests {
         // Read after the value expired: a miss writes a new value.
         s.hit(TTL + 10, U0 + u64::from(TTL + 10));
         s.read_through(TTL + 10, TTL);
-        assert_eq!(s.written, TTL + 10);
+        assert_eq!(s.expires, 2 * TTL + 10);
         assert_eq!(reads(&features(&s, [0.0; 2], &ctx(TTL + 20, TTL))), 1);
         // A warm writes a value nobody has read yet.
-        s.rewritten(TTL + 100);
+        s.rewritten(TTL + 100, TTL, false);
         assert_eq!(reads(&features(&s, [0.0; 2], &ctx(TTL + 200, TTL))), 0);
         s.hit(TTL + 300, U0 + u64::from(TTL + 300));
         s.read_through(TTL + 300, TTL);
         assert_eq!(reads(&features(&s, [0.0; 2], &ctx(TTL + 400, TTL))), 1);
-        // 1.5 TTLs after the warm without a read, the value lived out: 0.
+        // Half a TTL after the warmed value expired unread, it lived out: 0.
         let late = TTL + 100 + TTL * 3 / 2;
         assert_eq!(reads(&features(&s, [0.0; 2], &ctx(late - 1, TTL))), 1);
         assert_eq!(features(&s, [0.0; 2], &ctx(late, TTL))[16], 0.0);
@@ -481,7 +481,7 @@ mod tests {
 
     #[test]
     fn irregular_gaps_have_spread() {
-        let mut s = KeyState::new(0, U0);
+        let mut s = KeyState::new(0, U0, 3600);
         for t in [10u32, 1000, 1010, 5000, 5005] {
             s.hit(t, U0 + u64::from(t));
         }
@@ -491,7 +491,7 @@ mod tests {
 
     #[test]
     fn out_of_order_access_counts_but_keeps_last() {
-        let mut s = KeyState::new(1000, U0 + 1000);
+        let mut s = KeyState::new(1000, U0 + 1000, 3600);
         s.hit(500, U0 + 500);
         assert_eq!((s.first, s.last, s.count), (500, 1000, 2));
     }
@@ -507,7 +507,7 @@ mod tests {
                 let unix = day0 + d * DAY + 8 * 3600 + m * 60;
                 let rel = (unix - base) as u32;
                 match s.as_mut() {
-                    None => s = Some(KeyState::new(rel, unix)),
+                    None => s = Some(KeyState::new(rel, unix, 3600)),
                     Some(s) => s.hit(rel, unix),
                 }
             }
@@ -529,7 +529,7 @@ mod tests {
 
     #[test]
     fn profiles_saturate_by_halving() {
-        let mut s = KeyState::new(0, U0);
+        let mut s = KeyState::new(0, U0, 3600);
         for i in 0..1000 {
             s.hit(i, U0 + u64::from(i));
         }

@@ -14,9 +14,11 @@
 //!   a fixed 1 MiB of prefix table.
 //! - **Expiry gate** ([`Gate`]): warming saves a miss only for a key
 //!   whose cached value expires before it is read again. The predictor
-//!   models when each key's value was written (`KeyState::written`): at a
-//!   read after the previous value expired (a read-through miss), or when
-//!   the service tells it of a warm ([`Predictor::warmed`]). The candidates
+//!   models when each key's value expires (`KeyState::expires`): one gate
+//!   after a read that followed the previous value's expiry (a read-through
+//!   miss), or as the service tells it of a write ([`Predictor::written`]:
+//!   a warm, or a miss of its own read-through, with the TTL that value was
+//!   given, e.g. the origin's `max-age`). The candidates
 //!   are the keys whose modelled value expires within `band / 2` of now, or
 //!   would, had it been rewritten at each expiry since (a key read often
 //!   becomes a candidate one TTL after its last miss; a key warmed gives its
@@ -77,7 +79,7 @@ use parking_lot::{Mutex, RwLock};
 
 use self::features::{Context, Features, KeyState, PrefixTable, features, prefix_of};
 use self::model::Logistic;
-use super::{HeuristicPredictor, Prediction, Predictor};
+use super::{HeuristicPredictor, Prediction, Predictor, Write};
 use crate::access::AccessTracker;
 use crate::access::topk::TopK;
 
@@ -141,8 +143,6 @@ pub struct LearnedConfig {
 pub enum Gate {
     /// Every key is a candidate.
     Off,
-    /// The gate is the `window` of the `predict` call.
-    Window,
     /// The gate is this many seconds.
     Secs(u32),
     /// The gate is the service's `default_ttl` (these many seconds at first),
@@ -352,7 +352,6 @@ impl LearnedPredictor {
             window_secs: AtomicU32::new(DEFAULT_WINDOW_SECS),
             gate_secs: AtomicU32::new(match cfg.gate {
                 Gate::Off => 0,
-                Gate::Window => DEFAULT_WINDOW_SECS,
                 Gate::Secs(s) | Gate::Ttl(s) => s,
             }),
             ttl_secs: AtomicU32::new(match cfg.gate {
@@ -570,7 +569,7 @@ impl LearnedPredictor {
                 })
                 .expect("index below total");
             let e = &shard.entries[i];
-            if tier(ctx.now_rel, e.state.written, gate, band) == 0.0 {
+            if tier(ctx.now_rel, e.state.expires, gate, band) == 0.0 {
                 continue;
             }
             taken += 1;
@@ -617,17 +616,17 @@ fn per_snapshot(cfg: &LearnedConfig, horizon: u32) -> usize {
     ((cfg.max_pending as u64 / rounds) as usize).max(1)
 }
 
-/// 1 for a candidate key, else 0: with `age` = seconds since the value was
-/// written plus `band / 2`, `age >= gate` and `(age - gate) mod gate <
-/// band`, i.e. the key's value expires within `band / 2` (or expired that
-/// recently), or would, had it been rewritten at each expiry since. With
-/// the gate off every key is a candidate.
-fn tier(now_rel: u32, written: u32, gate: u32, band: u32) -> f64 {
+/// 1 for a candidate key, else 0: with `over` = seconds since the value
+/// expired plus `band / 2`, `over >= 0` and `over mod gate < band`, i.e.
+/// the key's value expires within `band / 2` (or expired that recently), or
+/// would, had it been rewritten (to live one gate) at each expiry since.
+/// With the gate off every key is a candidate.
+fn tier(now_rel: u32, expires: u32, gate: u32, band: u32) -> f64 {
     if gate == 0 {
         return 1.0;
     }
-    let age = now_rel.saturating_sub(written).saturating_add(band / 2);
-    if age >= gate && (age - gate) % gate < band {
+    let ahead = now_rel.saturating_add(band / 2);
+    if ahead >= expires && (ahead - expires) % gate < band {
         1.0
     } else {
         0.0
@@ -673,7 +672,7 @@ impl Predictor for LearnedPredictor {
                     key: CompactString::from(key),
                     hash,
                     prefix_hash,
-                    state: KeyState::new(rel, at_unix_secs),
+                    state: KeyState::new(rel, at_unix_secs, self.gate_secs.load(Ordering::Relaxed)),
                 });
                 let Shard { index, entries, .. } = &mut *s;
                 index.insert_unique(hash, i, |&j| entries[j as usize].hash);
@@ -685,15 +684,20 @@ impl Predictor for LearnedPredictor {
             .hit(prefix_hash, rel);
     }
 
-    fn warmed(&self, key: &str, at_unix_secs: u64) {
+    fn written(&self, key: &str, at_unix_secs: u64, ttl: Duration, by: Write) {
         let base = self.base.load(Ordering::Relaxed);
         if base == UNSET {
             return;
         }
+        let ttl = ttl.as_secs().clamp(1, u64::from(u32::MAX)) as u32;
         let hash = self.hasher.hash_one(key);
         let mut s = self.shard(hash).lock();
         if let Some(i) = s.find(hash, key) {
-            s.entries[i].state.rewritten(Self::rel(base, at_unix_secs));
+            s.entries[i].state.rewritten(
+                Self::rel(base, at_unix_secs),
+                ttl,
+                by == Write::ReadThrough,
+            );
         }
     }
 
@@ -742,7 +746,6 @@ impl Predictor for LearnedPredictor {
         );
         let gate = match self.cfg.gate {
             Gate::Off => 0,
-            Gate::Window => window.as_secs().min(u64::from(u32::MAX)) as u32,
             Gate::Secs(s) => s,
             Gate::Ttl(_) => self.ttl_secs.load(Ordering::Relaxed),
         };
@@ -784,7 +787,7 @@ impl Predictor for LearnedPredictor {
             match &self.scorer {
                 Scorer::Online => {
                     for e in &s.entries {
-                        if tier(ctx.now_rel, e.state.written, gate, band) == 0.0 {
+                        if tier(ctx.now_rel, e.state.expires, gate, band) == 0.0 {
                             continue;
                         }
                         let p = prefixes[self.prefix_shard(e.prefix_hash)]
@@ -802,7 +805,7 @@ impl Predictor for LearnedPredictor {
                     let kept: Vec<&Entry> = s
                         .entries
                         .iter()
-                        .filter(|e| tier(ctx.now_rel, e.state.written, gate, band) > 0.0)
+                        .filter(|e| tier(ctx.now_rel, e.state.expires, gate, band) > 0.0)
                         .collect();
                     let batch: Vec<Features> = kept
                         .iter()

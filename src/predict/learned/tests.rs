@@ -151,14 +151,18 @@ fn predict_returns_a_bounded_sorted_top_k() {
     );
 }
 
-/// With a gate of one hour and a band of 120 s, only keys whose idle time is
-/// within 60 s of a multiple of the gate are predicted.
+/// With a gate of one hour and a band of 120 s, only keys whose value
+/// expires within 60 s of now (or would, rewritten at each expiry) are
+/// predicted.
 #[test]
 fn only_keys_near_expiry_are_predicted() {
-    let p = LearnedPredictor::new(LearnedConfig {
-        gate: Gate::Window,
-        ..small(100)
-    });
+    let gated = |gate| {
+        LearnedPredictor::new(LearnedConfig {
+            gate: Gate::Secs(gate),
+            ..small(100)
+        })
+    };
+    let p = gated(3600);
     for _ in 0..50 {
         p.observe("hot-and-cached", T0 + 3600);
     }
@@ -167,11 +171,14 @@ fn only_keys_near_expiry_are_predicted() {
     p.observe("expired-long-ago", T0 - 1000);
     p.observe("warmed-once-expiring-again", T0 + 3650 - 2 * 3600 + 30);
     let tracker = AccessTracker::new(10, Duration::from_secs(900));
-    // At T0 + 3650: "expiring" is idle 3640 s (its value expires in under a minute).
+    // At T0 + 3650: "expiring" was written at T0 (its value expires in under a minute).
     let top = p.predict(&tracker, T0 + 3650, Duration::from_secs(3600), 10);
     let keys: Vec<_> = top.iter().map(|x| x.key.as_str()).collect();
     assert_eq!(keys, ["expiring", "warmed-once-expiring-again"], "{top:?}");
-    // A window (and gate) of 60 s: the hot key idle 50 s is within the band.
+    // A gate of 60 s: the hot key written 50 s ago is within the band.
+    let p = gated(60);
+    p.observe("hot-and-cached", T0 + 3600);
+    p.observe("expiring", T0 + 3500);
     let top = p.predict(&tracker, T0 + 3650, Duration::from_secs(60), 1);
     assert_eq!(top[0].key, "hot-and-cached", "{top:?}");
 }
@@ -274,8 +281,9 @@ fn onnx_model_scores_like_the_built_in_prior() {
 }
 
 /// With no explicit gate the gate is the service's TTL, and it follows a
-/// run-time change of `default_ttl`: a key idle for 10 minutes is about to
-/// expire under a 600 s TTL, not under the 3600 s one.
+/// run-time change of `default_ttl`: values written after the change are
+/// modelled to live the new TTL, values cached before keep the one they
+/// were written with (as in the cache).
 #[test]
 fn the_default_gate_follows_the_ttl() {
     let settings = crate::predict::PredictorSettings {
@@ -283,36 +291,76 @@ fn the_default_gate_follows_the_ttl() {
         seed: Some(1),
         ..Default::default()
     };
-    let p = LearnedPredictor::from_settings(&settings);
     let tracker = AccessTracker::new(1000, Duration::from_secs(900));
-    for k in ["idle-10m", "other"] {
-        p.observe(k, T0);
-        tracker.record(k, T0);
-    }
-    p.observe("other", T0 + 300);
-    let now = T0 + 600;
     let window = Duration::from_secs(300);
-    let keys = |p: &LearnedPredictor| -> Vec<String> {
+    let keys = |p: &LearnedPredictor, now: u64| -> Vec<String> {
         p.predict(&tracker, now, window, 10)
             .into_iter()
             .map(|x| x.key)
             .collect()
     };
-    assert!(keys(&p).is_empty(), "nothing is near a 3600 s expiry");
+    let p = LearnedPredictor::from_settings(&settings);
+    p.observe("before", T0);
+    tracker.record("before", T0);
     p.ttl_changed(Duration::from_secs(600));
-    // Both values were written at T0 (the read of "other" at T0 + 300 was
-    // a hit), so both expire now under a 600 s TTL.
-    let mut now_due = keys(&p);
-    now_due.sort();
-    assert_eq!(now_due, ["idle-10m", "other"]);
+    p.observe("after", T0 + 100);
+    tracker.record("after", T0 + 100);
+    assert!(keys(&p, T0 + 300).is_empty(), "nothing expires yet");
+    assert_eq!(keys(&p, T0 + 700), ["after"], "written under the 600 s TTL");
+    assert_eq!(keys(&p, T0 + 3600), ["before"], "written under 3600 s");
     // An explicit gate does not move.
     let fixed = LearnedPredictor::from_settings(&crate::predict::PredictorSettings {
         learned_idle_gate: Some(Duration::from_secs(3600)),
         ..settings
     });
-    fixed.observe("idle-10m", T0);
     fixed.ttl_changed(Duration::from_secs(600));
-    assert!(keys(&fixed).is_empty());
+    fixed.observe("after", T0 + 100);
+    assert!(keys(&fixed, T0 + 700).is_empty());
+    assert_eq!(keys(&fixed, T0 + 3700), ["after"]);
+}
+
+/// A write the service reports carries the value's own TTL (an origin's
+/// `max-age`): the key is a candidate when that value expires, not one
+/// default TTL later; a read-through write counts its read, a warm not.
+#[test]
+fn reported_writes_carry_their_own_ttl() {
+    let p = LearnedPredictor::new(LearnedConfig {
+        gate: Gate::Secs(3600),
+        ..small(100)
+    });
+    let tracker = AccessTracker::new(10, Duration::from_secs(900));
+    let keys = |now: u64| -> Vec<String> {
+        p.predict(&tracker, now, Duration::from_secs(300), 10)
+            .into_iter()
+            .map(|x| x.key)
+            .collect()
+    };
+    p.observe("short", T0);
+    p.written("short", T0, Duration::from_secs(300), Write::ReadThrough);
+    p.observe("long", T0);
+    p.written("long", T0, Duration::from_secs(7200), Write::ReadThrough);
+    p.observe("default", T0);
+    assert_eq!(keys(T0 + 300), ["short"]);
+    assert_eq!(
+        keys(T0 + 3600),
+        ["default"],
+        "short's value was not rewritten"
+    );
+    let mut at_7200 = keys(T0 + 7200);
+    at_7200.sort();
+    assert_eq!(
+        at_7200,
+        ["default", "long"],
+        "default's would-be rewrite expires too"
+    );
+    let reads = |key: &str, now: u64| {
+        let f = p.features_of(key, now, 3600).unwrap();
+        (f[16].exp() - 1.0).round() as u32
+    };
+    assert_eq!(reads("short", T0 + 10), 1, "the read that wrote it");
+    p.written("short", T0 + 400, Duration::from_secs(600), Write::Warm);
+    assert_eq!(reads("short", T0 + 410), 0, "nobody read the warmed value");
+    assert_eq!(keys(T0 + 1000), ["short"], "the warmed value's own TTL");
 }
 
 /// A key read every minute stays cached, but its value (written at the
@@ -341,12 +389,12 @@ fn keys_read_often_are_candidates_when_their_value_expires() {
     assert_eq!(keys(T0 + 3590), ["busy"], "written at T0, read since");
     // Warmed at T0 + 3595: fresh until T0 + 7195, so not a candidate at
     // T0 + 5400 (when "read-once", written at T0 + 1800, expires).
-    p.warmed("busy", T0 + 3595);
+    p.written("busy", T0 + 3595, Duration::from_secs(3600), Write::Warm);
     p.observe("busy", T0 + 3700);
     assert_eq!(keys(T0 + 5400), ["read-once"]);
     assert_eq!(keys(T0 + 7190), ["busy"]);
     // A warm of a key the predictor never saw is ignored.
-    p.warmed("unknown", T0 + 7190);
+    p.written("unknown", T0 + 7190, Duration::from_secs(3600), Write::Warm);
     assert_eq!(p.len(), 2);
 }
 

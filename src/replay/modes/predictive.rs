@@ -33,7 +33,7 @@ use croner::Cron;
 use super::{Mode, ModeConfig, ModeResult, secs};
 use crate::access::AccessTracker;
 use crate::config::{ServiceConfig, Strategy, Tunables};
-use crate::predict::Predictor;
+use crate::predict::{Predictor, Write};
 use crate::protocol::DEFAULT_PRIORITY;
 use crate::replay::quality::{DEFAULT_KS, Quality};
 use crate::replay::sim::{IdMap, Sim, WarmQueue};
@@ -55,6 +55,12 @@ pub struct PredictiveConfig {
     /// Run the built-in `refresh` schedule (with `schedules`).
     pub refresh: bool,
     pub min_rewarm: f64,
+    /// The strategy of a schedule that names none (the service's
+    /// `default_strategy`).
+    pub default_strategy: Strategy,
+    /// Added to the time to a `refresh` firing's next one to tell which
+    /// values are due (the service's `origin_timeout`).
+    pub origin_timeout: Duration,
     /// Seconds between `tick`s.
     pub tick_every: f64,
     /// Run the built-in schedules.
@@ -76,6 +82,8 @@ impl Default for PredictiveConfig {
             warm_limit: None,
             refresh: true,
             min_rewarm: t.min_rewarm_interval.as_secs_f64(),
+            default_strategy: t.default_strategy,
+            origin_timeout: t.origin_timeout,
             tick_every: 5.0,
             schedules: s.builtin_schedules,
             timezone: s.timezone,
@@ -104,9 +112,10 @@ impl KeyFacts for TrackerFacts<'_> {
 }
 
 /// The keys predictive warming queues at `now`, in queue order with their
-/// priorities: the predictor's top `limit`, ordered by `strategy`
-/// (the engine uses `selective` unless the request names one), truncated
-/// to `limit`. This is `Engine::trigger_predictive` minus the queue.
+/// priorities: the predictor's top `limit`, ordered by `strategy` (the
+/// engine's `default_strategy` unless the schedule or request names one),
+/// truncated to `limit`. This is `Engine::trigger_predictive` minus the
+/// queue.
 #[allow(clippy::too_many_arguments)]
 pub fn choose_keys(
     predictor: &dyn Predictor,
@@ -118,11 +127,36 @@ pub fn choose_keys(
     priority: u8,
     cost_ms: f64,
 ) -> Vec<Planned> {
-    let keys: Vec<String> = predictor
+    let keys: Vec<String> = predicted(predictor, tracker, now, window, limit);
+    plan_keys(tracker, now, keys, limit, strategy, priority, cost_ms)
+}
+
+/// The predictor's top `limit` keys, best first.
+fn predicted(
+    predictor: &dyn Predictor,
+    tracker: &AccessTracker,
+    now: u64,
+    window: Duration,
+    limit: usize,
+) -> Vec<String> {
+    predictor
         .predict(tracker, now, window, limit)
         .into_iter()
         .map(|p| p.key)
-        .collect();
+        .collect()
+}
+
+/// `keys` ordered by `strategy` and truncated to `limit`, as the engine's
+/// `submit` plans a job.
+fn plan_keys(
+    tracker: &AccessTracker,
+    now: u64,
+    keys: Vec<String>,
+    limit: usize,
+    strategy: Strategy,
+    priority: u8,
+    cost_ms: f64,
+) -> Vec<Planned> {
     let facts = TrackerFacts {
         tracker,
         now,
@@ -263,7 +297,7 @@ impl Predictive {
         let next = next_after(&self.schedules[i].cron, self.tz, now);
         self.schedules[i].next = next;
         let priority = spec.priority.unwrap_or(DEFAULT_PRIORITY);
-        let strategy = spec.strategy.unwrap_or(Strategy::Selective);
+        let strategy = spec.strategy.unwrap_or(self.cfg.default_strategy);
         match spec.action {
             ScheduleAction::Predictive { limit } => {
                 for p in self.choose(now, limit, strategy, priority) {
@@ -277,16 +311,27 @@ impl Predictive {
                     .warm_limit
                     .or(limit)
                     .unwrap_or_else(|| refresh::budget_limit(self.sim.cfg.rps, until_next));
-                let planned = self.choose(now, refresh::candidates(limit), strategy, priority);
-                let horizon = until_next + secs(self.sim.cfg.latency);
+                // As `Engine::refresh_expiring`: the due keys in the
+                // predictor's order, then the strategy's plan.
+                let at = now.max(0.0) as u64;
+                let keys = predicted(
+                    &*self.predictor,
+                    &self.tracker,
+                    at,
+                    self.cfg.predict_window,
+                    refresh::candidates(limit),
+                );
+                let horizon = until_next + self.cfg.origin_timeout;
                 let sim = &self.sim;
                 let key_space = self.key_space;
-                let remaining = |p: &Planned| {
-                    let id = key_space.id(&p.key)?;
+                let remaining = |key: &String| {
+                    let id = key_space.id(key)?;
                     let left = sim.valid_until(id) - now;
                     (left > 0.0).then(|| secs(left))
                 };
-                for p in refresh::due(planned, remaining, horizon, limit) {
+                let due = refresh::due(keys, remaining, horizon, limit);
+                let cost_ms = self.sim.cfg.latency * 1000.0;
+                for p in plan_keys(&self.tracker, at, due, limit, strategy, priority, cost_ms) {
                     self.enqueue(now, &p.key, p.priority);
                 }
             }
@@ -341,9 +386,9 @@ impl Predictive {
             queued_keys,
             ..
         } = self;
-        queue.drain_with(sim, t, |id, at| {
-            if let (Some(key), Some(at)) = (queued_keys.remove(&id), at) {
-                predictor.warmed(&key, at.max(0.0) as u64);
+        queue.drain_with(sim, t, |id, landed| {
+            if let (Some(key), Some((at, ttl))) = (queued_keys.remove(&id), landed) {
+                predictor.written(&key, at.max(0.0) as u64, secs(ttl), Write::Warm);
             }
         });
     }
