@@ -654,3 +654,47 @@ async fn every_instance_hears_of_a_warm_done_by_another() {
         );
     }
 }
+
+/// With coordination in the cache's own database and no cache prefix (the
+/// README's cluster example), a pattern such as `*` matches the users'
+/// cached keys, never the coordination's queue, leases or shared state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pattern_never_names_the_coordinations_own_keys() {
+    // A database of its own: without a prefix, `*` sees the whole database.
+    const OWN_DB: &str = "redis://127.0.0.1:6379/15";
+    let mut conn = support::redis::connect(OWN_DB).await;
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await.unwrap();
+    let origin = TestOrigin::start().await;
+    let mut env = ClusterEnv::new(&origin, OWN_DB);
+    env.extra.retain(|(k, _)| *k != "WARMING_CACHE_PREFIX");
+    let http = reqwest::Client::new();
+    let nodes = start(&env, 1, &http).await;
+    let base = &nodes[0].base;
+
+    let r = post(
+        &http,
+        format!("{base}/warm/key"),
+        json!({"keys": ["user:1", "user:2"]}),
+    )
+    .await;
+    let job = wait_job(&http, base, r["job_id"].as_str().unwrap(), Duration::from_secs(10)).await;
+    assert_eq!(job["succeeded"], 2, "{job}");
+    let own: Vec<String> = redis::cmd("KEYS")
+        .arg("*warming:{*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!own.is_empty(), "coordination keys live in this database");
+
+    let r = post(
+        &http,
+        format!("{base}/warm/pattern"),
+        json!({"pattern": "*", "limit": 1000, "force": true}),
+    )
+    .await;
+    let mut matched: Vec<String> = serde_json::from_value(r["matched_keys"].clone()).unwrap();
+    matched.sort();
+    assert_eq!(matched, ["user:1", "user:2"], "{r}");
+    drop(nodes);
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await.unwrap();
+}

@@ -60,6 +60,8 @@ pub struct ClusterLink {
     pub fanout: AccessFanout,
     pub jobs: SharedJobs,
     pub visibility: Duration,
+    /// `warming:{<ns>}:`, in every coordination key (leases included).
+    namespace_marker: String,
     /// Tasks claimed from the shared queue and not yet acked, by key.
     claims: Mutex<HashMap<String, Claimed>>,
     /// Signalled when a worker takes a claim (the pump may refill).
@@ -90,6 +92,7 @@ impl ClusterLink {
             fanout: AccessFanout::new(&coord, &id),
             jobs: SharedJobs::new(coord.conn(), coord.namespace().clone()),
             visibility: service.visibility_timeout,
+            namespace_marker: coord.namespace().prefix().to_owned(),
             claims: Mutex::new(HashMap::new()),
             released: tokio::sync::Notify::new(),
             accesses: Mutex::new(Vec::new()),
@@ -106,6 +109,13 @@ impl ClusterLink {
             workers,
             started_at: chrono::Utc::now().timestamp_millis().max(0) as u64,
         }
+    }
+
+    /// Whether `key` (as a cache scan returns it) is one of the coordination's
+    /// own Redis keys: the queue, leases, shared state, when they live in
+    /// the cache's database without a cache prefix to tell them apart.
+    pub fn owns_key(&self, key: &str) -> bool {
+        key.contains(&self.namespace_marker)
     }
 
     /// Remembers a claim whose task went into the local queue.

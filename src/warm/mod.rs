@@ -606,8 +606,14 @@ impl Engine {
     ) -> Result<Vec<String>, EngineError> {
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
+        // A pattern never names the coordination's own keys (the queue,
+        // leases), which share the cache's database when it has no prefix.
+        let usable = |k: &str| {
+            validate_key(k, self.service.max_key_len).is_ok()
+                && !self.cluster.as_ref().is_some_and(|c| c.owns_key(k))
+        };
         let mut add = |k: String, out: &mut Vec<String>| {
-            if out.len() < cap && seen.insert(k.clone()) {
+            if out.len() < cap && usable(&k) && seen.insert(k.clone()) {
                 out.push(k);
             }
         };
@@ -624,7 +630,6 @@ impl Engine {
                 add(k, &mut out);
             }
         }
-        out.retain(|k| validate_key(k, self.service.max_key_len).is_ok());
         Ok(out)
     }
 
