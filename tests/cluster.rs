@@ -677,7 +677,13 @@ async fn a_pattern_never_names_the_coordinations_own_keys() {
         json!({"keys": ["user:1", "user:2"]}),
     )
     .await;
-    let job = wait_job(&http, base, r["job_id"].as_str().unwrap(), Duration::from_secs(10)).await;
+    let job = wait_job(
+        &http,
+        base,
+        r["job_id"].as_str().unwrap(),
+        Duration::from_secs(10),
+    )
+    .await;
     assert_eq!(job["succeeded"], 2, "{job}");
     let own: Vec<String> = redis::cmd("KEYS")
         .arg("*warming:{*")

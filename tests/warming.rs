@@ -379,6 +379,50 @@ async fn a_refresh_schedule_warms_only_keys_about_to_expire() {
     srv.shutdown().await;
 }
 
+/// A predicted key the origin does not have (404) is not asked for again
+/// at every `refresh` firing: the answer counts as a value of
+/// `default_ttl`, while a missing key the origin has is warmed at once.
+#[tokio::test]
+async fn a_refresh_schedule_does_not_ask_again_for_a_key_the_origin_lacks() {
+    let origin = TestOrigin::start().await;
+    let mut s = settings(&origin.url_template());
+    s.tunables.min_rewarm_interval = Duration::ZERO;
+    s.tunables.origin_timeout = Duration::from_secs(2);
+    let srv = TestServer::start(s).await;
+    origin.set_status("rf:gone", 404);
+    let (status, _) = srv
+        .post(
+            "/warm/access",
+            json!({ "keys": ["rf:gone", "rf:gone", "rf:here"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = srv
+        .post(
+            "/warm/schedules",
+            json!({"name": "refresh", "cron": "* * * * * *", "action": {"type": "refresh", "limit": 10}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let deadline = Instant::now() + WAIT;
+    while origin.requests_for("rf:gone") == 0 || origin.requests_for("rf:here") == 0 {
+        assert!(Instant::now() < deadline, "refresh never fired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Three more firings.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let (_, view) = srv.get("/warm/schedules/refresh").await;
+    srv.delete("/warm/schedules/refresh").await;
+    assert!(view["runs"].as_u64().unwrap() >= 3, "{view}");
+    assert_eq!(
+        origin.requests_for("rf:gone"),
+        1,
+        "404 asked once, not at every firing"
+    );
+    assert_eq!(origin.requests_for("rf:here"), 1);
+    srv.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_seconds_level_schedule_fires() {
     let origin = TestOrigin::start().await;

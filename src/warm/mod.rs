@@ -170,6 +170,10 @@ pub struct Engine {
     pub(crate) watch: Arc<OriginWatch>,
     /// Keys warmed successfully, with when (for `min_rewarm_interval`).
     pub(crate) recent: moka::sync::Cache<String, Instant>,
+    /// Keys the origin answered 404 for, with when: a `refresh` firing
+    /// treats such a key as holding a value of `default_ttl` from then, so a
+    /// predicted key the origin does not have is not asked for every minute.
+    pub(crate) not_found: moka::sync::Cache<String, Instant>,
     scheduler: Arc<Scheduler>,
     readthrough: ReadThrough,
     /// Woken when the configuration changes (workers re-check their count).
@@ -281,6 +285,10 @@ impl Engine {
             jobs: JobRegistry::new(service.jobs_retained),
             recent: moka::sync::Cache::builder()
                 .max_capacity(1_000_000)
+                .time_to_live(Duration::from_secs(86_400))
+                .build(),
+            not_found: moka::sync::Cache::builder()
+                .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(86_400))
                 .build(),
             predictor,
@@ -709,7 +717,9 @@ impl Engine {
 
     /// A `refresh` firing ([`refresh`]): queues those of the top predicted
     /// keys whose cached value is missing or expires within `until_next`
-    /// (the time to the schedule's next firing) plus the origin timeout.
+    /// (the time to the schedule's next firing) plus the origin timeout. A
+    /// key the origin answered 404 for counts as holding a value of
+    /// `default_ttl` from that answer.
     /// `limit` absent: what the origin budget fetches in `until_next`.
     /// `Ok(None)` when no key needs it.
     pub async fn refresh_expiring(
@@ -731,7 +741,16 @@ impl Engine {
         if keys.is_empty() {
             return Ok(None);
         }
-        let ttls = self.cache.ttl_many(&keys).await?;
+        let mut ttls = self.cache.ttl_many(&keys).await?;
+        // A key the origin recently said it does not have counts as cached
+        // for one default TTL from that answer.
+        for (key, ttl) in keys.iter().zip(ttls.iter_mut()) {
+            if ttl.is_none()
+                && let Some(at) = self.not_found.get(key)
+            {
+                *ttl = t.default_ttl.checked_sub(at.elapsed());
+            }
+        }
         let horizon = until_next + t.origin_timeout;
         let due: Vec<String> =
             refresh::due(keys.into_iter().zip(ttls), |(_, ttl)| *ttl, horizon, limit)

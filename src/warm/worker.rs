@@ -227,11 +227,14 @@ pub(crate) async fn warm_one(engine: &Engine, task: &Task) -> bool {
                 Err(e) => (WarmStatus::CacheError, bytes, Some(e.to_string())),
             }
         }
-        Err(OriginError::NotFound) => (
-            WarmStatus::NotFound,
-            0,
-            Some(OriginError::NotFound.to_string()),
-        ),
+        Err(OriginError::NotFound) => {
+            engine.not_found.insert(task.key.clone(), Instant::now());
+            (
+                WarmStatus::NotFound,
+                0,
+                Some(OriginError::NotFound.to_string()),
+            )
+        }
         Err(e) => (
             WarmStatus::Failed,
             0,
