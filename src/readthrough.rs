@@ -5,7 +5,9 @@
 //! # Concurrent misses on the same key
 //!
 //! The first caller to miss registers a fetch in the in-flight map and gets
-//! [`ReadSource::Origin`]; callers that miss while it runs join the same fetch
+//! [`ReadSource::Origin`] (the fetch task looks in the cache once more
+//! first: a fetch that finished between the caller's miss and its
+//! registration has stored the value there); callers that miss while it runs join the same fetch
 //! and get [`ReadSource::Coalesced`]. The fetch runs in its own tokio task
 //! (observed through a [`Shared`] future), so it completes, and fills the
 //! cache, even if every caller times out or disconnects. The task goes
@@ -180,6 +182,12 @@ impl Inner {
     }
 
     async fn fetch_and_store_inner(&self, key: &str) -> Result<Bytes, ReadError> {
+        // The caller's cache check may have missed just before another
+        // fetch of this key stored its value and left the in-flight map:
+        // look once more, so that value is not fetched a second time.
+        if let Some(value) = self.cache.get(key).await? {
+            return Ok(value);
+        }
         let t = self.tunables.load_full();
         let policy = RetryPolicy {
             retries: t.retry_attempts,
