@@ -765,3 +765,44 @@ async fn access_log_export_is_404_when_off() {
     assert_eq!(error_code(&body), "access_log_off");
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn schedule_limits_above_max_keys_per_request_are_refused() {
+    let origin = TestOrigin::start().await;
+    let mut s = settings(&origin.url_template());
+    s.service.max_keys_per_request = 100;
+    let srv = TestServer::start(s).await;
+    // Every firing of these would fail the engine's own limit check.
+    for action in [
+        json!({"type": "predictive", "limit": 101}),
+        json!({"type": "pattern", "pattern": "catalog:*", "limit": 101}),
+        json!({"type": "refresh", "limit": 101}),
+        json!({"type": "predictive", "limit": 100_000}),
+    ] {
+        let spec = json!({"name": "too-big", "cron": "* * * * *", "action": action});
+        let (status, body) = srv.post("/warm/schedules", spec).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{action} -> {body}");
+        assert_eq!(error_code(&body), "invalid_schedule", "{body}");
+        assert_eq!(
+            body["error"]["fields"][0]["field"], "action.limit",
+            "{body}"
+        );
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("allowed 1..=100 (max_keys_per_request)"),
+            "{body}"
+        );
+    }
+    let (status, body) = srv.get("/warm/schedules/too-big").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing stored: {body}");
+    let (_, body) = srv.get("/warm/schedules").await;
+    assert_eq!(body["schedules"], json!([]), "{body}");
+    // The largest allowed limit is accepted.
+    let spec = json!({"name": "just-fits", "cron": "* * * * *",
+        "action": {"type": "predictive", "limit": 100}});
+    let (status, body) = srv.post("/warm/schedules", spec).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    srv.shutdown().await;
+}
