@@ -806,3 +806,64 @@ async fn schedule_limits_above_max_keys_per_request_are_refused() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn config_values_of_the_wrong_type_name_the_field_and_change_nothing() {
+    let origin = TestOrigin::start().await;
+    let srv = TestServer::start(settings(&origin.url_template())).await;
+    let (_, before) = srv.get("/warm/config").await;
+    let cases = [
+        (
+            json!({"max_origin_rps": -1}),
+            "max_origin_rps",
+            "0..=1000000",
+        ),
+        (
+            json!({"max_origin_rps": "fast"}),
+            "max_origin_rps",
+            "0..=1000000",
+        ),
+        (
+            json!({"max_origin_rps": 2.5}),
+            "max_origin_rps",
+            "0..=1000000",
+        ),
+        // A valid field next to the bad one is not applied either.
+        (
+            json!({"max_batch_size": 20, "default_ttl": -5}),
+            "default_ttl",
+            "1s..=",
+        ),
+        (json!({"ttl_jitter": "some"}), "ttl_jitter", "0.0..=0.5"),
+        (
+            json!({"default_strategy": 3}),
+            "default_strategy",
+            "priority",
+        ),
+    ];
+    for (update, field, range) in cases {
+        let (status, body) = srv.post("/warm/config", update.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{update} -> {body}");
+        assert_eq!(error_code(&body), "invalid_config", "{update} -> {body}");
+        assert_eq!(body["error"]["fields"][0]["field"], field, "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(&format!("{field}: ")) && message.contains(range),
+            "{update} -> {body}"
+        );
+        let detail = body["error"]["fields"][0]["message"].as_str().unwrap();
+        assert!(detail.contains(range), "{update} -> {body}");
+    }
+    let (_, after) = srv.get("/warm/config").await;
+    assert_eq!(
+        after["config"], before["config"],
+        "a rejected update changes nothing"
+    );
+    // An unknown field is still a request error, not a configuration one.
+    let (status, body) = srv
+        .post("/warm/config", json!({"listen": "0.0.0.0:1"}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&body), "invalid_request", "{body}");
+    srv.shutdown().await;
+}

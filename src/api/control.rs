@@ -21,11 +21,13 @@ pub async fn get_config(State(s): State<AppState>) -> Json<serde_json::Value> {
     Json(s.engine.config_json())
 }
 
-/// `POST /warm/config`: all or nothing.
+/// `POST /warm/config`: all or nothing. Read as JSON first, so a value of
+/// the wrong type is reported with its field, like a value out of range.
 pub async fn update_config(
     State(s): State<AppState>,
-    ApiJson(update): ApiJson<TunablesUpdate>,
+    ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let update = TunablesUpdate::from_json(&body)?;
     let body = s
         .engine
         .update_config(update)

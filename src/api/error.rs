@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
-use crate::config::FieldError;
+use crate::config::{FieldError, UpdateError};
 use crate::protocol::{ErrorBody, ErrorDetail};
 use crate::readthrough::ReadError;
 use crate::schedule::ScheduleError;
@@ -120,6 +120,15 @@ impl From<ScheduleError> for ApiError {
             err.fields.push(FieldError { field, message });
         }
         err
+    }
+}
+
+impl From<UpdateError> for ApiError {
+    fn from(e: UpdateError) -> Self {
+        match e {
+            UpdateError::Field(field) => Self::validation(vec![field]),
+            UpdateError::Request(m) => Self::new(StatusCode::BAD_REQUEST, "invalid_request", m),
+        }
     }
 }
 
