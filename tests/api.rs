@@ -867,3 +867,25 @@ async fn config_values_of_the_wrong_type_name_the_field_and_change_nothing() {
     assert_eq!(error_code(&body), "invalid_request", "{body}");
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn path_parameter_rejections_are_json_errors() {
+    let origin = TestOrigin::start().await;
+    let srv = TestServer::start(settings(&origin.url_template())).await;
+    // `%FF` decodes to a byte that is not UTF-8.
+    for path in [
+        "/cache/%FF",
+        "/cache/a/%FF",
+        "/warm/jobs/%FF",
+        "/warm/schedules/%FF",
+    ] {
+        let (status, body) = srv.get(path).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path} -> {body}");
+        assert_eq!(error_code(&body), "invalid_path", "{path} -> {body}");
+    }
+    let (status, body) = srv.delete("/warm/schedules/%FF").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(error_code(&body), "invalid_path", "{body}");
+    assert_eq!(origin.requests(), 0);
+    srv.shutdown().await;
+}

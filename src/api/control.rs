@@ -1,12 +1,12 @@
 //! Handlers of status, configuration, emergency stop and schedules.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 
 use super::AppState;
-use super::error::{ApiError, ApiJson, OptionalJson};
+use super::error::{ApiError, ApiJson, ApiPath, OptionalJson};
 use crate::config::TunablesUpdate;
 use crate::protocol::StatusResponse;
 use crate::schedule::{ScheduleSpec, ScheduleView};
@@ -67,7 +67,7 @@ pub async fn list_schedules(State(s): State<AppState>) -> Json<serde_json::Value
 /// `GET /warm/schedules/{name}`
 pub async fn get_schedule(
     State(s): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<ScheduleView>, ApiError> {
     s.engine
         .scheduler()
@@ -90,7 +90,7 @@ pub async fn add_schedule(
 /// `DELETE /warm/schedules/{name}`
 pub async fn remove_schedule(
     State(s): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     s.engine.remove_schedule(&name).await?;
     Ok(Json(serde_json::json!({"success": true, "deleted": name})))
