@@ -889,3 +889,39 @@ async fn path_parameter_rejections_are_json_errors() {
     assert_eq!(origin.requests(), 0);
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let origin = TestOrigin::start().await;
+    let mut s = settings(&origin.url_template());
+    s.service.api_token = Some("s3cret".into());
+    let srv = TestServer::start(s).await;
+    let send = |authorization: &'static str| {
+        srv.http
+            .post(format!("{}/warm/resume", srv.url))
+            .header("authorization", authorization)
+            .send()
+    };
+    for accepted in [
+        "Bearer s3cret",
+        "bearer s3cret",
+        "BEARER s3cret",
+        "bEaReR s3cret",
+    ] {
+        let r = send(accepted).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{accepted}");
+    }
+    for refused in [
+        "bearer wrong",
+        "Basic s3cret",
+        "Bearers3cret",
+        "s3cret",
+        "bearer S3CRET",
+    ] {
+        let r = send(refused).await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{refused}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(error_code(&body), "unauthorized");
+    }
+    srv.shutdown().await;
+}
