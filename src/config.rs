@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -180,83 +181,134 @@ fn check_duration(
     }
 }
 
+/// Allowed values of the tunables: [`Tunables::validate`] checks them, and
+/// [`TunablesUpdate::from_json`] names them when a value has the wrong type.
+mod bounds {
+    use std::ops::RangeInclusive;
+    use std::time::Duration;
+
+    pub const MAX_ORIGIN_RPS: RangeInclusive<u32> = 0..=1_000_000;
+    pub const MAX_BATCH_SIZE: RangeInclusive<usize> = 1..=10_000;
+    pub const CONCURRENT_WARMERS: RangeInclusive<usize> = 1..=1024;
+    pub const DEFAULT_TTL: RangeInclusive<Duration> =
+        Duration::from_secs(1)..=Duration::from_secs(365 * 86_400);
+    pub const ORIGIN_TIMEOUT: RangeInclusive<Duration> =
+        Duration::from_millis(1)..=Duration::from_secs(600);
+    pub const RETRY_ATTEMPTS: RangeInclusive<u32> = 0..=20;
+    pub const BACKOFF_BASE: RangeInclusive<Duration> =
+        Duration::from_millis(1)..=Duration::from_secs(60);
+    pub const EMERGENCY_THRESHOLD: RangeInclusive<Duration> =
+        Duration::from_millis(1)..=Duration::from_secs(600);
+    pub const MIN_REWARM_INTERVAL: RangeInclusive<Duration> =
+        Duration::ZERO..=Duration::from_secs(86_400);
+    /// Written `0.0..=0.5` in messages.
+    pub const TTL_JITTER: RangeInclusive<f64> = 0.0..=0.5;
+    pub const EMERGENCY_WINDOW: RangeInclusive<usize> = 1..=10_000;
+    pub const EMERGENCY_COOLDOWN: RangeInclusive<Duration> =
+        Duration::from_millis(10)..=Duration::from_secs(3600);
+    pub const PREDICTIVE_LIMIT: RangeInclusive<usize> = 1..=100_000;
+    pub const PREDICT_WINDOW: RangeInclusive<Duration> =
+        Duration::from_secs(1)..=Duration::from_secs(7 * 86_400);
+}
+
+/// `min..=max` as range errors write it.
+fn range_text<T: fmt::Display>(range: &RangeInclusive<T>) -> String {
+    format!("{}..={}", range.start(), range.end())
+}
+
+/// A duration range as range errors write it (`1s..=1year 5h 49m 12s`).
+fn duration_range_text(range: &RangeInclusive<Duration>) -> String {
+    format!(
+        "{}..={}",
+        humantime::format_duration(*range.start()),
+        humantime::format_duration(*range.end())
+    )
+}
+
+fn check_in<T: PartialOrd + fmt::Display + Copy>(
+    errors: &mut Vec<FieldError>,
+    field: &str,
+    value: T,
+    range: &RangeInclusive<T>,
+) {
+    check_range(errors, field, value, *range.start(), *range.end(), "");
+}
+
+fn check_duration_in(
+    errors: &mut Vec<FieldError>,
+    field: &str,
+    value: Duration,
+    range: &RangeInclusive<Duration>,
+) {
+    check_duration(errors, field, value, *range.start(), *range.end());
+}
+
 impl Tunables {
     /// Every violated bound, one entry per field.
     pub fn validate(&self) -> Result<(), Vec<FieldError>> {
+        use bounds::*;
         let mut e = Vec::new();
-        check_range(
+        check_in(
             &mut e,
             "max_origin_rps",
             self.max_origin_rps,
-            0,
-            1_000_000,
-            "",
+            &MAX_ORIGIN_RPS,
         );
-        check_range(&mut e, "max_batch_size", self.max_batch_size, 1, 10_000, "");
-        check_range(
+        check_in(
+            &mut e,
+            "max_batch_size",
+            self.max_batch_size,
+            &MAX_BATCH_SIZE,
+        );
+        check_in(
             &mut e,
             "concurrent_warmers",
             self.concurrent_warmers,
-            1,
-            1024,
-            "",
+            &CONCURRENT_WARMERS,
         );
-        check_duration(
-            &mut e,
-            "default_ttl",
-            self.default_ttl,
-            Duration::from_secs(1),
-            Duration::from_secs(365 * 86_400),
-        );
-        check_duration(
+        check_duration_in(&mut e, "default_ttl", self.default_ttl, &DEFAULT_TTL);
+        check_duration_in(
             &mut e,
             "origin_timeout",
             self.origin_timeout,
-            Duration::from_millis(1),
-            Duration::from_secs(600),
+            &ORIGIN_TIMEOUT,
         );
-        check_range(&mut e, "retry_attempts", self.retry_attempts, 0, 20, "");
-        check_duration(
+        check_in(
             &mut e,
-            "backoff_base",
-            self.backoff_base,
-            Duration::from_millis(1),
-            Duration::from_secs(60),
+            "retry_attempts",
+            self.retry_attempts,
+            &RETRY_ATTEMPTS,
         );
-        check_duration(
+        check_duration_in(&mut e, "backoff_base", self.backoff_base, &BACKOFF_BASE);
+        check_duration_in(
             &mut e,
             "emergency_threshold",
             self.emergency_threshold,
-            Duration::from_millis(1),
-            Duration::from_secs(600),
+            &EMERGENCY_THRESHOLD,
         );
-        check_duration(
+        check_duration_in(
             &mut e,
             "min_rewarm_interval",
             self.min_rewarm_interval,
-            Duration::ZERO,
-            Duration::from_secs(86_400),
+            &MIN_REWARM_INTERVAL,
         );
-        if !(0.0..=0.5).contains(&self.ttl_jitter) || self.ttl_jitter.is_nan() {
+        if !TTL_JITTER.contains(&self.ttl_jitter) || self.ttl_jitter.is_nan() {
             e.push(FieldError {
                 field: "ttl_jitter".into(),
                 message: format!("{} is out of range; allowed 0.0..=0.5", self.ttl_jitter),
             });
         }
-        check_range(
+        check_in(
             &mut e,
             "emergency_window",
             self.emergency_window,
-            1,
-            10_000,
-            "",
+            &EMERGENCY_WINDOW,
         );
-        check_duration(
+        check_duration_in(
             &mut e,
             "emergency_cooldown",
             self.emergency_cooldown,
-            Duration::from_millis(10),
-            Duration::from_secs(3600),
+            &EMERGENCY_COOLDOWN,
         );
         if !PREDICTORS.contains(&self.predictor.as_str()) {
             e.push(FieldError {
@@ -268,20 +320,17 @@ impl Tunables {
                 ),
             });
         }
-        check_range(
+        check_in(
             &mut e,
             "predictive_limit",
             self.predictive_limit,
-            1,
-            100_000,
-            "",
+            &PREDICTIVE_LIMIT,
         );
-        check_duration(
+        check_duration_in(
             &mut e,
             "predict_window",
             self.predict_window,
-            Duration::from_secs(1),
-            Duration::from_secs(7 * 86_400),
+            &PREDICT_WINDOW,
         );
         if e.is_empty() { Ok(()) } else { Err(e) }
     }
@@ -359,7 +408,121 @@ pub struct TunablesUpdate {
     pub predict_window: Option<DurationInput>,
 }
 
+/// Why a `POST /warm/config` body could not be read as a [`TunablesUpdate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpdateError {
+    /// A known field holds a value of the wrong type (a negative or
+    /// fractional number, a string for a number, ...): reported like a
+    /// range error, with the field and what it allows.
+    Field(FieldError),
+    /// Not an object, or an unknown field.
+    Request(String),
+}
+
+/// What one field of an update takes, for [`UpdateError::Field`] messages.
+enum Expected {
+    /// A whole number in this range (as text).
+    Integer(String),
+    /// Any number in this range.
+    Number(String),
+    /// Nanoseconds or a string with a unit, in this range.
+    Duration(String),
+    /// A string, one of these names.
+    Name(String),
+}
+
+impl Expected {
+    fn of(field: &str) -> Option<Expected> {
+        use bounds::*;
+        let duration = |r: &RangeInclusive<Duration>| Expected::Duration(duration_range_text(r));
+        Some(match field {
+            "max_origin_rps" => Expected::Integer(range_text(&MAX_ORIGIN_RPS)),
+            "max_batch_size" => Expected::Integer(range_text(&MAX_BATCH_SIZE)),
+            "concurrent_warmers" => Expected::Integer(range_text(&CONCURRENT_WARMERS)),
+            "retry_attempts" => Expected::Integer(range_text(&RETRY_ATTEMPTS)),
+            "emergency_window" => Expected::Integer(range_text(&EMERGENCY_WINDOW)),
+            "predictive_limit" => Expected::Integer(range_text(&PREDICTIVE_LIMIT)),
+            "ttl_jitter" => Expected::Number("0.0..=0.5".into()),
+            "default_ttl" => duration(&DEFAULT_TTL),
+            "origin_timeout" => duration(&ORIGIN_TIMEOUT),
+            "backoff_base" => duration(&BACKOFF_BASE),
+            "emergency_threshold" => duration(&EMERGENCY_THRESHOLD),
+            "min_rewarm_interval" => duration(&MIN_REWARM_INTERVAL),
+            "emergency_cooldown" => duration(&EMERGENCY_COOLDOWN),
+            "predict_window" => duration(&PREDICT_WINDOW),
+            "default_strategy" => Expected::Name(
+                Strategy::ALL
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+            "predictor" => Expected::Name(PREDICTORS.join(", ")),
+            _ => return None,
+        })
+    }
+
+    /// Why `got` does not fit, in the words of the range errors.
+    fn message(&self, got: &serde_json::Value) -> String {
+        let shown = shown(got);
+        // A whole number of the wrong sign or size is out of range; anything
+        // else is of the wrong kind.
+        let integer = got.is_i64() || got.is_u64();
+        match self {
+            Expected::Integer(range) if integer => {
+                format!("{shown} is out of range; allowed {range}")
+            }
+            Expected::Integer(range) => format!("{shown} is not an integer; allowed {range}"),
+            Expected::Number(range) => format!("{shown} is not a number; allowed {range}"),
+            Expected::Duration(range) if integer => format!(
+                "{shown} is out of range; allowed {range} (nanoseconds, or a string with a unit)"
+            ),
+            Expected::Duration(range) => format!(
+                "{shown} is not a duration; allowed {range} as nanoseconds or a string with a \
+                 unit such as \"250ms\" or \"2h\""
+            ),
+            Expected::Name(names) => format!("{shown} is not a name; allowed: {names}"),
+        }
+    }
+}
+
+/// A JSON value for an error message: scalars as written (long strings cut
+/// short), containers by kind.
+fn shown(v: &serde_json::Value) -> String {
+    const MAX_CHARS: usize = 40;
+    match v {
+        serde_json::Value::Array(_) => "an array".into(),
+        serde_json::Value::Object(_) => "an object".into(),
+        serde_json::Value::String(s) if s.chars().count() > MAX_CHARS => {
+            let cut: String = s.chars().take(MAX_CHARS).collect();
+            format!("{cut:?}...")
+        }
+        other => other.to_string(),
+    }
+}
+
 impl TunablesUpdate {
+    /// Reads an update from a JSON body. A value of the wrong type in a
+    /// known field is an [`UpdateError::Field`] naming the field and what it
+    /// allows (as [`Tunables::validate`] reports a value out of range);
+    /// anything else that does not fit is an [`UpdateError::Request`].
+    pub fn from_json(body: &serde_json::Value) -> Result<TunablesUpdate, UpdateError> {
+        serde_path_to_error::deserialize(body).map_err(|e| {
+            let field = match e.path().iter().next() {
+                Some(serde_path_to_error::Segment::Map { key }) => Some(key.as_str()),
+                _ => None,
+            };
+            let known = field.and_then(|f| Some((f, Expected::of(f)?, body.get(f)?)));
+            match known {
+                Some((field, expected, got)) => UpdateError::Field(FieldError {
+                    field: field.to_string(),
+                    message: expected.message(got),
+                }),
+                None => UpdateError::Request(e.into_inner().to_string()),
+            }
+        })
+    }
+
     /// `base` with this update applied, validated; `base` itself is untouched.
     /// `duration_unit` is what a bare number means (nanoseconds over HTTP).
     pub fn apply_to(
@@ -1230,5 +1393,45 @@ mod tests {
         assert_eq!(e[0].field, "concurrent_warmers");
         assert!(e[0].message.contains("1..=1024"), "{}", e[0].message);
         assert!(serde_json::from_str::<TunablesUpdate>(r#"{"max_origin_rpz": 1}"#).is_err());
+    }
+
+    #[test]
+    fn update_values_of_the_wrong_type_name_their_field() {
+        let field = |body: serde_json::Value| match TunablesUpdate::from_json(&body) {
+            Err(UpdateError::Field(f)) => f,
+            other => panic!("{body}: {other:?}"),
+        };
+        let f = field(serde_json::json!({"max_origin_rps": -1}));
+        assert_eq!(f.field, "max_origin_rps");
+        assert_eq!(f.message, "-1 is out of range; allowed 0..=1000000");
+        let f = field(serde_json::json!({"retry_attempts": "many"}));
+        assert_eq!(f.message, "\"many\" is not an integer; allowed 0..=20");
+        let f = field(serde_json::json!({"backoff_base": -5}));
+        assert_eq!(f.field, "backoff_base");
+        assert!(
+            f.message
+                .starts_with("-5 is out of range; allowed 1ms..=1m"),
+            "{}",
+            f.message
+        );
+        let f = field(serde_json::json!({"predictor": ["a"]}));
+        assert_eq!(
+            f.message,
+            "an array is not a name; allowed: heuristic, frequency, learned"
+        );
+        let long = "x".repeat(100);
+        let f = field(serde_json::json!({ "ttl_jitter": long }));
+        assert!(f.message.len() < 100, "{}", f.message);
+        for body in [serde_json::json!({"listen": "x"}), serde_json::json!([1])] {
+            assert!(
+                matches!(
+                    TunablesUpdate::from_json(&body),
+                    Err(UpdateError::Request(_))
+                ),
+                "{body}"
+            );
+        }
+        let ok = TunablesUpdate::from_json(&serde_json::json!({"max_origin_rps": 5})).unwrap();
+        assert_eq!(ok.max_origin_rps, Some(5));
     }
 }

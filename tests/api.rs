@@ -765,3 +765,163 @@ async fn access_log_export_is_404_when_off() {
     assert_eq!(error_code(&body), "access_log_off");
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn schedule_limits_above_max_keys_per_request_are_refused() {
+    let origin = TestOrigin::start().await;
+    let mut s = settings(&origin.url_template());
+    s.service.max_keys_per_request = 100;
+    let srv = TestServer::start(s).await;
+    // Every firing of these would fail the engine's own limit check.
+    for action in [
+        json!({"type": "predictive", "limit": 101}),
+        json!({"type": "pattern", "pattern": "catalog:*", "limit": 101}),
+        json!({"type": "refresh", "limit": 101}),
+        json!({"type": "predictive", "limit": 100_000}),
+    ] {
+        let spec = json!({"name": "too-big", "cron": "* * * * *", "action": action});
+        let (status, body) = srv.post("/warm/schedules", spec).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{action} -> {body}");
+        assert_eq!(error_code(&body), "invalid_schedule", "{body}");
+        assert_eq!(
+            body["error"]["fields"][0]["field"], "action.limit",
+            "{body}"
+        );
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("allowed 1..=100 (max_keys_per_request)"),
+            "{body}"
+        );
+    }
+    let (status, body) = srv.get("/warm/schedules/too-big").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing stored: {body}");
+    let (_, body) = srv.get("/warm/schedules").await;
+    assert_eq!(body["schedules"], json!([]), "{body}");
+    // The largest allowed limit is accepted.
+    let spec = json!({"name": "just-fits", "cron": "* * * * *",
+        "action": {"type": "predictive", "limit": 100}});
+    let (status, body) = srv.post("/warm/schedules", spec).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn config_values_of_the_wrong_type_name_the_field_and_change_nothing() {
+    let origin = TestOrigin::start().await;
+    let srv = TestServer::start(settings(&origin.url_template())).await;
+    let (_, before) = srv.get("/warm/config").await;
+    let cases = [
+        (
+            json!({"max_origin_rps": -1}),
+            "max_origin_rps",
+            "0..=1000000",
+        ),
+        (
+            json!({"max_origin_rps": "fast"}),
+            "max_origin_rps",
+            "0..=1000000",
+        ),
+        (
+            json!({"max_origin_rps": 2.5}),
+            "max_origin_rps",
+            "0..=1000000",
+        ),
+        // A valid field next to the bad one is not applied either.
+        (
+            json!({"max_batch_size": 20, "default_ttl": -5}),
+            "default_ttl",
+            "1s..=",
+        ),
+        (json!({"ttl_jitter": "some"}), "ttl_jitter", "0.0..=0.5"),
+        (
+            json!({"default_strategy": 3}),
+            "default_strategy",
+            "priority",
+        ),
+    ];
+    for (update, field, range) in cases {
+        let (status, body) = srv.post("/warm/config", update.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{update} -> {body}");
+        assert_eq!(error_code(&body), "invalid_config", "{update} -> {body}");
+        assert_eq!(body["error"]["fields"][0]["field"], field, "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(&format!("{field}: ")) && message.contains(range),
+            "{update} -> {body}"
+        );
+        let detail = body["error"]["fields"][0]["message"].as_str().unwrap();
+        assert!(detail.contains(range), "{update} -> {body}");
+    }
+    let (_, after) = srv.get("/warm/config").await;
+    assert_eq!(
+        after["config"], before["config"],
+        "a rejected update changes nothing"
+    );
+    // An unknown field is still a request error, not a configuration one.
+    let (status, body) = srv
+        .post("/warm/config", json!({"listen": "0.0.0.0:1"}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&body), "invalid_request", "{body}");
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn path_parameter_rejections_are_json_errors() {
+    let origin = TestOrigin::start().await;
+    let srv = TestServer::start(settings(&origin.url_template())).await;
+    // `%FF` decodes to a byte that is not UTF-8.
+    for path in [
+        "/cache/%FF",
+        "/cache/a/%FF",
+        "/warm/jobs/%FF",
+        "/warm/schedules/%FF",
+    ] {
+        let (status, body) = srv.get(path).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path} -> {body}");
+        assert_eq!(error_code(&body), "invalid_path", "{path} -> {body}");
+    }
+    let (status, body) = srv.delete("/warm/schedules/%FF").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(error_code(&body), "invalid_path", "{body}");
+    assert_eq!(origin.requests(), 0);
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let origin = TestOrigin::start().await;
+    let mut s = settings(&origin.url_template());
+    s.service.api_token = Some("s3cret".into());
+    let srv = TestServer::start(s).await;
+    let send = |authorization: &'static str| {
+        srv.http
+            .post(format!("{}/warm/resume", srv.url))
+            .header("authorization", authorization)
+            .send()
+    };
+    for accepted in [
+        "Bearer s3cret",
+        "bearer s3cret",
+        "BEARER s3cret",
+        "bEaReR s3cret",
+    ] {
+        let r = send(accepted).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{accepted}");
+    }
+    for refused in [
+        "bearer wrong",
+        "Basic s3cret",
+        "Bearers3cret",
+        "s3cret",
+        "bearer S3CRET",
+    ] {
+        let r = send(refused).await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{refused}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(error_code(&body), "unauthorized");
+    }
+    srv.shutdown().await;
+}

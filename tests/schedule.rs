@@ -57,8 +57,9 @@ fn every_second(name: &str) -> ScheduleSpec {
 #[tokio::test]
 async fn seconds_schedule_fires_and_stops_when_removed() {
     let dir = tempfile::tempdir().unwrap();
-    let scheduler =
-        Arc::new(Scheduler::new("UTC", true, dir.path().join("schedules.json"), 256).unwrap());
+    let scheduler = Arc::new(
+        Scheduler::new("UTC", true, dir.path().join("schedules.json"), 256, 10_000).unwrap(),
+    );
     let recorder = Arc::new(Recorder::default());
     let cancel = CancellationToken::new();
     let task = tokio::spawn(scheduler.clone().run(recorder.clone(), cancel.clone()));
@@ -113,11 +114,11 @@ async fn seconds_schedule_fires_and_stops_when_removed() {
 async fn schedules_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested/schedules.json");
-    let first = Scheduler::new("Europe/Paris", true, path.clone(), 256).unwrap();
+    let first = Scheduler::new("Europe/Paris", true, path.clone(), 256, 10_000).unwrap();
     first.add(every_second("kept")).unwrap();
     drop(first);
 
-    let second = Scheduler::new("Europe/Paris", true, path, 256).unwrap();
+    let second = Scheduler::new("Europe/Paris", true, path, 256, 10_000).unwrap();
     let names: Vec<String> = second.list().into_iter().map(|v| v.spec.name).collect();
     assert_eq!(
         names,

@@ -557,3 +557,52 @@ async fn rate_limit_changes_at_run_time() {
     );
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn workers_waiting_for_the_rate_limiter_say_so() {
+    let origin = TestOrigin::start().await;
+    let mut s = settings(&origin.url_template());
+    s.tunables.max_origin_rps = 2;
+    s.tunables.concurrent_warmers = 4;
+    let srv = TestServer::start(s).await;
+    let keys: Vec<String> = (0..6).map(|i| format!("slow-lane:{i}")).collect();
+    let (_, body) = srv.post("/warm/key", json!({"keys": keys})).await;
+    let waiting = |st: &Value| -> Vec<Value> {
+        st["worker_status"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| w["state"] == "waiting_rate_limit")
+            .cloned()
+            .collect()
+    };
+    let st = srv
+        .wait_status(WAIT, "a worker waiting for the rate limiter", |st| {
+            !waiting(st).is_empty()
+        })
+        .await;
+    for w in waiting(&st) {
+        // The worker keeps its key while it waits.
+        assert!(
+            w["current_key"].as_str().unwrap().starts_with("slow-lane:"),
+            "{st}"
+        );
+        assert!(w["started_at"].is_string(), "{st}");
+    }
+    let job = srv.wait_job(body["job_id"].as_str().unwrap(), WAIT).await;
+    assert_eq!(job["succeeded"], 6, "{job}");
+    let st = srv
+        .wait_status(WAIT, "every worker idle again", |st| {
+            st["worker_status"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|w| w["state"] == "idle")
+        })
+        .await;
+    assert!(
+        st["metrics"]["rate_limit_hits"].as_u64().unwrap() > 0,
+        "{st}"
+    );
+    srv.shutdown().await;
+}

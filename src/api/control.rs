@@ -1,12 +1,12 @@
 //! Handlers of status, configuration, emergency stop and schedules.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 
 use super::AppState;
-use super::error::{ApiError, ApiJson, OptionalJson};
+use super::error::{ApiError, ApiJson, ApiPath, OptionalJson};
 use crate::config::TunablesUpdate;
 use crate::protocol::StatusResponse;
 use crate::schedule::{ScheduleSpec, ScheduleView};
@@ -21,11 +21,13 @@ pub async fn get_config(State(s): State<AppState>) -> Json<serde_json::Value> {
     Json(s.engine.config_json())
 }
 
-/// `POST /warm/config`: all or nothing.
+/// `POST /warm/config`: all or nothing. Read as JSON first, so a value of
+/// the wrong type is reported with its field, like a value out of range.
 pub async fn update_config(
     State(s): State<AppState>,
-    ApiJson(update): ApiJson<TunablesUpdate>,
+    ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let update = TunablesUpdate::from_json(&body)?;
     let body = s
         .engine
         .update_config(update)
@@ -65,7 +67,7 @@ pub async fn list_schedules(State(s): State<AppState>) -> Json<serde_json::Value
 /// `GET /warm/schedules/{name}`
 pub async fn get_schedule(
     State(s): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<ScheduleView>, ApiError> {
     s.engine
         .scheduler()
@@ -88,7 +90,7 @@ pub async fn add_schedule(
 /// `DELETE /warm/schedules/{name}`
 pub async fn remove_schedule(
     State(s): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     s.engine.remove_schedule(&name).await?;
     Ok(Json(serde_json::json!({"success": true, "deleted": name})))

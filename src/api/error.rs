@@ -2,15 +2,17 @@
 //! "message"}}` with the right status, in one place ([`ApiError`]'s
 //! `IntoResponse`). Also the JSON body extractors, which read JSON whatever
 //! the `Content-Type` (the spec's own curl examples send none) and turn
-//! syntax, shape and size problems into such errors.
+//! syntax, shape and size problems into such errors, and the path extractor,
+//! which does the same for path parameters.
 
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
-use crate::config::FieldError;
+use crate::config::{FieldError, UpdateError};
 use crate::protocol::{ErrorBody, ErrorDetail};
 use crate::readthrough::ReadError;
 use crate::schedule::ScheduleError;
@@ -123,6 +125,15 @@ impl From<ScheduleError> for ApiError {
     }
 }
 
+impl From<UpdateError> for ApiError {
+    fn from(e: UpdateError) -> Self {
+        match e {
+            UpdateError::Field(field) => Self::validation(vec![field]),
+            UpdateError::Request(m) => Self::new(StatusCode::BAD_REQUEST, "invalid_request", m),
+        }
+    }
+}
+
 impl From<ReadError> for ApiError {
     fn from(e: ReadError) -> Self {
         use crate::origin::OriginError;
@@ -195,6 +206,31 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             ));
         }
         decode(&bytes).map(ApiJson)
+    }
+}
+
+/// Path parameters. A value that cannot be extracted (`%FF`, not UTF-8
+/// once percent-decoded) is a 400 `invalid_path` JSON error instead of
+/// axum's plain-text reply.
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) => {
+                let status = rejection.status();
+                // Server errors are a route and handler that do not agree.
+                let code = if status.is_server_error() {
+                    "internal"
+                } else {
+                    "invalid_path"
+                };
+                Err(ApiError::new(status, code, rejection.body_text()))
+            }
+        }
     }
 }
 

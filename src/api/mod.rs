@@ -83,7 +83,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
 }
 
 /// Mutating requests, and the access-log export (it lists the keys clients
-/// read), need `Authorization: Bearer <WARMING_API_TOKEN>` when a token is set.
+/// read), need `Authorization: Bearer <WARMING_API_TOKEN>` when a token is set
+/// (the scheme in any case, as RFC 9110 §11.1 has it; the token exactly).
 async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let Some(token) = &state.token else {
         return next.run(req).await;
@@ -97,7 +98,7 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(bearer_token);
     match given {
         Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => next.run(req).await,
         Some(_) => ApiError::new(
@@ -120,6 +121,15 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
             r
         }
     }
+}
+
+/// The credentials of a `Bearer` authorization value: the scheme is
+/// case-insensitive and separated from the token by one or more spaces.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
 }
 
 /// Compares without an early exit, so the time taken does not reveal how

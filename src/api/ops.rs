@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -12,7 +12,7 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ApiPath};
 use crate::keys::validate_key;
 
 /// `GET /warm/access/log`: the access log (`WARMING_ACCESS_LOG`) as JSON
@@ -68,7 +68,7 @@ pub async fn access_log(State(s): State<AppState>) -> Result<Response, ApiError>
 /// `GET /cache/{key}`: the value, with `X-Cache: hit | miss | coalesced`.
 pub async fn read_cache(
     State(s): State<AppState>,
-    Path(key): Path<String>,
+    ApiPath(key): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     validate_key(&key, s.engine.max_key_len())
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_key", e.to_string()))?;

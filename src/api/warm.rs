@@ -1,10 +1,10 @@
 //! Handlers of the warm requests, access records and job progress.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 
 use super::AppState;
-use super::error::{ApiError, ApiJson, OptionalJson};
+use super::error::{ApiError, ApiJson, ApiPath, OptionalJson};
 use crate::protocol::{
     AccessRequest, AccessResponse, JobView, TriggerPredictiveRequest, WarmKeyRequest,
     WarmPatternRequest, WarmPatternResponse, WarmResponse,
@@ -47,7 +47,7 @@ pub async fn record_access(
 /// `GET /warm/jobs/{job_id}`
 pub async fn job(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JobView>, ApiError> {
     s.engine.job(&id).await?.map(Json).ok_or_else(|| {
         ApiError::not_found(format!(

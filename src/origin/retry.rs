@@ -2,7 +2,8 @@
 //! rate limiter.
 //!
 //! One call to [`GuardedOrigin::fetch`] makes at most `retries + 1` attempts.
-//! Each attempt waits for the [`OriginLimiter`] (reporting
+//! Each attempt waits for the [`OriginLimiter`] (telling
+//! [`FetchObserver::limiter_wait`] while it is held back, and reporting
 //! [`FetchObserver::rate_limited`] when it had to wait), makes one origin
 //! request bounded by `policy.timeout`, and reports it with
 //! [`FetchObserver::attempt`] (except [`OriginError::InvalidKey`], which is
@@ -22,6 +23,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
+use futures::FutureExt;
 
 use super::limiter::RateGate;
 use super::{Fetched, Origin, OriginError};
@@ -45,6 +47,9 @@ pub struct RetryPolicy {
 pub trait FetchObserver: Send + Sync {
     /// The limiter made this attempt wait.
     fn rate_limited(&self);
+    /// The limiter holds an attempt back (`true`: it had no slot at once),
+    /// then lets it go or the fetch is dropped (`false`). Ignored by default.
+    fn limiter_wait(&self, _waiting: bool) {}
     /// One origin request finished after `latency`.
     fn attempt(&self, key: &str, latency: Duration, result: Result<(), &OriginError>);
 }
@@ -95,7 +100,7 @@ impl GuardedOrigin {
         let attempts = AtomicU32::new(0);
         let attempt = || async {
             attempts.fetch_add(1, Ordering::Relaxed);
-            if self.limiter.acquire().await {
+            if acquire(self.limiter.as_ref(), observer).await {
                 observer.rate_limited();
             }
             let start = tokio::time::Instant::now();
@@ -118,6 +123,27 @@ impl GuardedOrigin {
             result,
             attempts: attempts.into_inner(),
         }
+    }
+}
+
+/// Waits for `limiter`; while it holds the caller back (no slot on the first
+/// poll), `observer` knows, until the slot comes or the wait is dropped.
+async fn acquire(limiter: &dyn RateGate, observer: &dyn FetchObserver) -> bool {
+    let mut slot = limiter.acquire();
+    if let Some(waited) = (&mut slot).now_or_never() {
+        return waited;
+    }
+    observer.limiter_wait(true);
+    let _ends = WaitEnds(observer);
+    slot.await
+}
+
+/// Tells the observer that the wait ended, however it ended.
+struct WaitEnds<'a>(&'a dyn FetchObserver);
+
+impl Drop for WaitEnds<'_> {
+    fn drop(&mut self) {
+        self.0.limiter_wait(false);
     }
 }
 
@@ -172,11 +198,16 @@ mod tests {
     struct Counting {
         limited: AtomicUsize,
         attempts: Mutex<Vec<Result<(), OriginError>>>,
+        /// Every `limiter_wait` call, in order.
+        waits: Mutex<Vec<bool>>,
     }
 
     impl FetchObserver for Counting {
         fn rate_limited(&self) {
             self.limited.fetch_add(1, Ordering::Relaxed);
+        }
+        fn limiter_wait(&self, waiting: bool) {
+            self.waits.lock().push(waiting);
         }
         fn attempt(&self, _key: &str, _latency: Duration, result: Result<(), &OriginError>) {
             self.attempts.lock().push(result.map_err(Clone::clone));
@@ -276,5 +307,7 @@ mod tests {
         assert!(report.result.is_ok());
         assert_eq!(observer.limited.load(Ordering::Relaxed), 1);
         assert!(elapsed >= Duration::from_secs(1), "{elapsed:?}");
+        // Only the retry waited, and the observer saw the wait begin and end.
+        assert_eq!(*observer.waits.lock(), [true, false]);
     }
 }

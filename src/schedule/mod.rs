@@ -5,7 +5,9 @@
 //!   keys), `hourly-refresh` (`0 * * * *`, top 50) and `peak-hours-warmup`
 //!   (`0 7,11,17 * * *`, top 100 at priority 90), in the service time zone.
 //! - Custom schedules are validated by [`Scheduler::add`], written to a JSON
-//!   file (see [`store`]) and reloaded by [`Scheduler::new`].
+//!   file (see [`store`]) and reloaded by [`Scheduler::new`]. An action's
+//!   `limit` is bounded by `max_keys_per_request`, as the engine bounds the
+//!   request each firing makes.
 //! - [`Scheduler::run`] is one loop: it sleeps until the earliest next firing
 //!   (woken early when schedules change) and hands each due schedule to a
 //!   [`ScheduleRunner`] in its own task, so a slow run delays no other schedule.
@@ -35,8 +37,6 @@ use crate::config::Strategy;
 
 /// Longest schedule name.
 pub const MAX_NAME_LEN: usize = 64;
-/// Largest `limit` of a predictive or pattern action.
-pub const MAX_ACTION_LIMIT: usize = 100_000;
 /// Most keys of a `keys` action.
 pub const MAX_ACTION_KEYS: usize = 10_000;
 /// Priority of the built-in `expiry-refresh` schedule's keys.
@@ -141,6 +141,9 @@ pub struct Scheduler {
     tz: Tz,
     store_path: PathBuf,
     max_key_len: usize,
+    /// Largest `limit` of an action (the service's `max_keys_per_request`):
+    /// each firing is one request to the engine, which refuses more.
+    max_limit: usize,
     /// Schedules and their run state. A std mutex: it is never held across an
     /// await, and critical sections are short (the file write of `add` and
     /// `remove` included: it keeps the file and the memory in the same order).
@@ -315,16 +318,32 @@ fn validate_name(name: &str) -> Result<(), ScheduleError> {
     Ok(())
 }
 
+/// The `limit` of an action that has one.
+fn action_limit(action: &ScheduleAction) -> Option<usize> {
+    match action {
+        ScheduleAction::Predictive { limit } | ScheduleAction::Pattern { limit, .. } => {
+            Some(*limit)
+        }
+        ScheduleAction::Refresh { limit } => *limit,
+        ScheduleAction::Keys { .. } => None,
+    }
+}
+
 impl Scheduler {
     /// Loads custom schedules from `store_path` (a JSON file) if present.
+    /// `max_limit` is the largest action `limit` [`Scheduler::add`] accepts
+    /// (the service's `max_keys_per_request`).
     ///
     /// Errors: an unknown `timezone` (`Invalid`), or a store file that cannot
-    /// be read or holds an invalid schedule (`Storage`).
+    /// be read or holds an invalid schedule (`Storage`). A stored schedule
+    /// whose `limit` exceeds `max_limit` (the setting was lowered since it
+    /// was added) is kept with a warning: its firings report the error.
     pub fn new(
         timezone: &str,
         builtin: bool,
         store_path: PathBuf,
         max_key_len: usize,
+        max_limit: usize,
     ) -> Result<Self, ScheduleError> {
         let tz: Tz = timezone.parse().map_err(|_| {
             invalid(
@@ -336,6 +355,7 @@ impl Scheduler {
             tz,
             store_path,
             max_key_len,
+            max_limit,
             state: Mutex::new(State::default()),
             changed: Notify::new(),
         };
@@ -366,6 +386,7 @@ impl Scheduler {
             let entry = scheduler
                 .entry(&mut state, spec, false, now)
                 .map_err(|e| ScheduleError::Storage(format!("{place}: schedule {name:?}: {e}")))?;
+            scheduler.warn_if_limit_too_large(&entry.spec);
             state.custom.insert(name, entry);
         }
         *scheduler.lock() = state;
@@ -420,25 +441,13 @@ impl Scheduler {
                 )
             })?,
         };
-        let check_limit = |limit: usize| {
-            if (1..=MAX_ACTION_LIMIT).contains(&limit) {
-                Ok(())
-            } else {
-                Err(invalid(
-                    "action.limit",
-                    format!("must be between 1 and {MAX_ACTION_LIMIT}, got {limit}"),
-                ))
-            }
-        };
+        // The upper bound is `check_limit_fits`, which loading only warns about.
+        if action_limit(&spec.action) == Some(0) {
+            return Err(self.limit_out_of_range(0));
+        }
         match &spec.action {
-            ScheduleAction::Predictive { limit } => check_limit(*limit)?,
-            ScheduleAction::Refresh { limit } => {
-                if let Some(limit) = limit {
-                    check_limit(*limit)?;
-                }
-            }
-            ScheduleAction::Pattern { pattern, limit } => {
-                check_limit(*limit)?;
+            ScheduleAction::Predictive { .. } | ScheduleAction::Refresh { .. } => {}
+            ScheduleAction::Pattern { pattern, .. } => {
                 crate::glob::KeyPattern::parse(pattern)
                     .map_err(|e| invalid("action.pattern", e.to_string()))?;
             }
@@ -464,6 +473,33 @@ impl Scheduler {
         Ok((cron, tz))
     }
 
+    /// Refuses an action `limit` above `max_limit`: every firing would fail.
+    fn check_limit_fits(&self, spec: &ScheduleSpec) -> Result<(), ScheduleError> {
+        match action_limit(&spec.action) {
+            Some(limit) if limit > self.max_limit => Err(self.limit_out_of_range(limit)),
+            _ => Ok(()),
+        }
+    }
+
+    /// For schedules added earlier (stored, or shared by another instance),
+    /// which are kept: a too-large `limit` is logged, and each firing
+    /// records the engine's error in `last_error`.
+    fn warn_if_limit_too_large(&self, spec: &ScheduleSpec) {
+        if let Err(e) = self.check_limit_fits(spec) {
+            tracing::warn!(schedule = %spec.name, error = %e, "schedule kept, but its firings will fail");
+        }
+    }
+
+    fn limit_out_of_range(&self, limit: usize) -> ScheduleError {
+        invalid(
+            "action.limit",
+            format!(
+                "{limit} is out of range; allowed 1..={} (max_keys_per_request)",
+                self.max_limit
+            ),
+        )
+    }
+
     /// Built-in schedules, then custom ones sorted by name.
     pub fn list(&self) -> Vec<ScheduleView> {
         let state = self.lock();
@@ -480,11 +516,13 @@ impl Scheduler {
         state.find_mut(name).map(|e| e.view(self.tz))
     }
 
-    /// Validates (name, cron, time zone, action, priority), persists, and arms.
+    /// Validates (name, cron, time zone, action and its `limit`, priority),
+    /// persists, and arms.
     pub fn add(&self, spec: ScheduleSpec) -> Result<ScheduleView, ScheduleError> {
         if BUILTIN_NAMES.contains(&spec.name.as_str()) {
             return Err(ScheduleError::Builtin(spec.name));
         }
+        self.check_limit_fits(&spec)?;
         let mut state = self.lock();
         let entry = self.entry(&mut state, spec, false, Utc::now())?;
         let name = entry.spec.name.clone();
@@ -549,6 +587,7 @@ impl Scheduler {
                 }
                 _ => match self.entry(&mut state, spec.clone(), false, now) {
                     Ok(entry) => {
+                        self.warn_if_limit_too_large(&entry.spec);
                         next.insert(spec.name.clone(), entry);
                     }
                     Err(e) => {
@@ -697,7 +736,14 @@ mod tests {
     }
 
     fn scheduler(dir: &tempfile::TempDir, builtin: bool) -> Scheduler {
-        Scheduler::new("UTC", builtin, dir.path().join("schedules.json"), 64).unwrap()
+        Scheduler::new(
+            "UTC",
+            builtin,
+            dir.path().join("schedules.json"),
+            64,
+            10_000,
+        )
+        .unwrap()
     }
 
     fn field_of(err: ScheduleError) -> (String, String) {
@@ -799,7 +845,7 @@ mod tests {
             (
                 spec("ok", "* * * * *", ScheduleAction::Predictive { limit: 0 }),
                 "action.limit",
-                "between 1",
+                "allowed 1..=10000",
             ),
             (
                 spec(
@@ -808,16 +854,16 @@ mod tests {
                     ScheduleAction::Refresh { limit: Some(0) },
                 ),
                 "action.limit",
-                "between 1",
+                "allowed 1..=10000",
             ),
             (
                 spec(
                     "ok",
                     "* * * * *",
-                    ScheduleAction::Predictive { limit: 100_001 },
+                    ScheduleAction::Predictive { limit: 10_001 },
                 ),
                 "action.limit",
-                "between 1",
+                "allowed 1..=10000",
             ),
             (
                 spec("ok", "* * * * *", ScheduleAction::Keys { keys: vec![] }),
@@ -889,7 +935,7 @@ mod tests {
     fn persistence_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state/schedules.json");
-        let s = Scheduler::new("UTC", true, path.clone(), 64).unwrap();
+        let s = Scheduler::new("UTC", true, path.clone(), 64, 10_000).unwrap();
         let mut a = spec(
             "keys.one",
             "*/5 * * * * *",
@@ -912,7 +958,7 @@ mod tests {
         s.remove("gone").unwrap();
         drop(s);
 
-        let again = Scheduler::new("UTC", false, path.clone(), 64).unwrap();
+        let again = Scheduler::new("UTC", false, path.clone(), 64, 10_000).unwrap();
         let listed: Vec<ScheduleSpec> = again.list().into_iter().map(|v| v.spec).collect();
         assert_eq!(listed, vec![a, b]);
         assert_eq!(again.registered_keys(), ["k1", "k2"]);
@@ -923,15 +969,37 @@ mod tests {
 
         std::fs::write(&path, "[1, 2").unwrap();
         assert!(matches!(
-            Scheduler::new("UTC", false, path, 64),
+            Scheduler::new("UTC", false, path, 64, 10_000),
             Err(ScheduleError::Storage(_))
         ));
     }
 
     #[test]
+    fn a_stored_limit_above_a_lowered_maximum_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("schedules.json");
+        let big = spec(
+            "big",
+            "0 3 * * *",
+            ScheduleAction::Predictive { limit: 5_000 },
+        );
+        Scheduler::new("UTC", false, path.clone(), 64, 10_000)
+            .unwrap()
+            .add(big.clone())
+            .unwrap();
+        // max_keys_per_request lowered to 100 since: the service still starts.
+        let s = Scheduler::new("UTC", false, path, 64, 100).unwrap();
+        assert_eq!(s.custom_specs(), vec![big.clone()]);
+        s.remove("big").unwrap();
+        let (f, m) = field_of(s.add(big).unwrap_err());
+        assert_eq!(f, "action.limit");
+        assert!(m.contains("allowed 1..=100 "), "{m}");
+    }
+
+    #[test]
     fn unknown_service_timezone_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let e = Scheduler::new("Nowhere/City", true, dir.path().join("s.json"), 64)
+        let e = Scheduler::new("Nowhere/City", true, dir.path().join("s.json"), 64, 10_000)
             .err()
             .unwrap();
         assert_eq!(field_of(e).0, "timezone");

@@ -225,6 +225,7 @@ impl Engine {
             service.builtin_schedules,
             service.state_dir.join(SCHEDULES_FILE),
             service.max_key_len,
+            service.max_keys_per_request,
         )?);
         let predictor = predict::build(
             &tunables.predictor,

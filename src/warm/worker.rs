@@ -18,12 +18,14 @@ use super::{Engine, now_unix};
 use crate::cache::{CacheEntry, effective_ttl};
 use crate::events::{WarmCompleted, WarmStatus};
 use crate::origin::OriginError;
-use crate::origin::retry::RetryPolicy;
+use crate::origin::retry::{FetchObserver, RetryPolicy};
 use crate::protocol::{KeyOutcome, WorkerStatus};
 
 /// What one worker is doing, for `GET /warm/status`.
 #[derive(Debug, Clone)]
 pub struct Slot {
+    /// `idle`, `busy`, or `waiting_rate_limit` (busy, its fetch held back
+    /// by the origin rate limiter).
     pub state: &'static str,
     pub current_key: Option<String>,
     pub started_at: Option<DateTime<Utc>>,
@@ -69,6 +71,13 @@ impl WorkerBoard {
     fn set(&self, id: usize, slot: Slot) {
         if let Some(Some(s)) = self.slots.lock().get_mut(id) {
             *s = slot;
+        }
+    }
+
+    /// Changes worker `id`'s state only, keeping its key and start time.
+    fn set_state(&self, id: usize, state: &'static str) {
+        if let Some(Some(s)) = self.slots.lock().get_mut(id) {
+            s.state = state;
         }
     }
 
@@ -153,7 +162,7 @@ async fn run(engine: Arc<Engine>, id: usize) {
                 started_at: Some(Utc::now()),
             },
         );
-        if warm_one(&engine, &task).await {
+        if warm_one(&engine, id, &task).await {
             engine.queue.finish(&task.key);
         } else {
             // Not warmed yet (no lease): back in the local queue, tried again shortly.
@@ -165,9 +174,35 @@ async fn run(engine: Arc<Engine>, id: usize) {
     engine.board.release(id);
 }
 
-/// Fetches, writes and reports one key. `false` when the key could not be
-/// tried yet (cluster lease unavailable) and must stay queued.
-pub(crate) async fn warm_one(engine: &Engine, task: &Task) -> bool {
+/// The engine's origin observer, plus worker `id`'s board entry: the worker
+/// shows `waiting_rate_limit` while the limiter holds its fetch back.
+struct WorkerWatch<'a> {
+    engine: &'a Engine,
+    id: usize,
+}
+
+impl FetchObserver for WorkerWatch<'_> {
+    fn rate_limited(&self) {
+        self.engine.watch.rate_limited();
+    }
+
+    fn attempt(&self, key: &str, latency: Duration, result: Result<(), &OriginError>) {
+        self.engine.watch.attempt(key, latency, result);
+    }
+
+    fn limiter_wait(&self, waiting: bool) {
+        let state = if waiting {
+            "waiting_rate_limit"
+        } else {
+            "busy"
+        };
+        self.engine.board.set_state(self.id, state);
+    }
+}
+
+/// Fetches, writes and reports one key for worker `id`. `false` when the
+/// key could not be tried yet (cluster lease unavailable) and must stay queued.
+pub(crate) async fn warm_one(engine: &Engine, id: usize, task: &Task) -> bool {
     let t = engine.tunables.load_full();
     let cluster = engine.cluster.as_deref();
     let claim = cluster.and_then(|c| c.release_claim(&task.key));
@@ -204,10 +239,8 @@ pub(crate) async fn warm_one(engine: &Engine, task: &Task) -> bool {
         backoff_base: t.backoff_base,
         timeout: t.origin_timeout,
     };
-    let report = engine
-        .origin
-        .fetch(&task.key, policy, engine.watch.as_ref())
-        .await;
+    let watch = WorkerWatch { engine, id };
+    let report = engine.origin.fetch(&task.key, policy, &watch).await;
     let (status, bytes, error) = match report.result {
         Ok(fetched) => {
             let bytes = fetched.body.len() as u64;
