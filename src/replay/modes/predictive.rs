@@ -493,4 +493,45 @@ mod tests {
         assert_eq!((s.misses_cold, s.hits), (1, 2), "{s:?}");
         assert_eq!(s.origin_fetches_warming, 1);
     }
+
+    /// `learned` through `expiry-refresh`, TTL 300 s: key 1 is read at 0
+    /// (a miss that writes a value expiring at 300.1) and at 330; key 2 at
+    /// 0 only. Without warming the read at 330 misses (expired). The
+    /// learned predictor names both keys when their values near expiry (at
+    /// the firing at 240, within the 120 s band, with a minimum probability
+    /// of 0 every candidate counts), both are refreshed once, and the read
+    /// at 330 hits; key 2's warm is never read. With a minimum probability
+    /// above any score nothing is warmed: the same misses as `none`.
+    #[test]
+    fn learned_refreshes_keys_whose_values_expire() {
+        let mut c = cfg();
+        c.predictive.schedules = true;
+        c.predictor_settings.default_ttl = Duration::from_secs(300);
+        let t0 = 1_000_020.0;
+        let trace = [(t0, 1), (t0, 2), (t0 + 330.0, 1)];
+        let run = |min_probability: f32| {
+            let mut c = c.clone();
+            c.predictor_settings.learned_min_probability = min_probability;
+            let p = crate::predict::build("learned", &c.predictor_settings).unwrap();
+            let mut m = Predictive::new(p, &c);
+            for &(t, id) in &trace {
+                m.access(&req(t, id));
+            }
+            m.finish(t0 + 330.0).stats.unwrap()
+        };
+        let s = run(0.0);
+        assert_eq!(
+            (s.misses_cold, s.misses_expired, s.hits),
+            (2, 0, 1),
+            "{s:?}"
+        );
+        assert_eq!(s.origin_fetches_warming, 2, "{s:?}");
+        let s = run(1.0);
+        assert_eq!(
+            (s.misses_cold, s.misses_expired, s.hits),
+            (2, 1, 0),
+            "{s:?}"
+        );
+        assert_eq!(s.origin_fetches_warming, 0);
+    }
 }
