@@ -364,6 +364,11 @@ impl Predictive {
             if self.next_tick <= next {
                 self.predictor.tick(next.max(0.0) as u64);
                 self.next_tick = next + self.cfg.tick_every.max(0.001);
+                // Queue times older than `min_rewarm` no longer matter: the
+                // map holds the last `min_rewarm` seconds of warms, not
+                // every key ever warmed.
+                let min_rewarm = self.cfg.min_rewarm;
+                self.recent.retain(|_, at| next - *at < min_rewarm);
             } else if q <= next {
                 self.quality
                     .roll(&*self.predictor, &self.tracker, self.key_space);
@@ -492,6 +497,54 @@ mod tests {
         let s = m.finish(day + 130.0 * 60.0).stats.unwrap();
         assert_eq!((s.misses_cold, s.hits), (1, 2), "{s:?}");
         assert_eq!(s.origin_fetches_warming, 1);
+    }
+
+    /// Many more distinct keys than the caps: the tracker and the learned
+    /// predictor stay within theirs (the replay's memory for them is the
+    /// configured cap, not the trace's key count) while warming goes on, and
+    /// the map of recent warms holds only the last `min_rewarm` seconds.
+    #[test]
+    fn caps_hold_under_many_distinct_keys() {
+        let mut c = cfg();
+        c.predictive.schedules = true;
+        c.predictive.tracker_max_keys = 5_000;
+        c.predictor_settings.learned_max_keys = 50_000;
+        c.sim.capacity = Capacity::Entries(1_000_000);
+        // Values live a minute: `expiry-refresh` keeps warming (no budget:
+        // demand alone is 1,100 fetches a second).
+        c.sim.ttl = 60.0;
+        c.predictor_settings.default_ttl = Duration::from_secs(60);
+        let learned = Arc::new(crate::predict::LearnedPredictor::from_settings(
+            &c.predictor_settings,
+        ));
+        let mut m = Predictive::new(learned.clone(), &c);
+        let t0 = 2_000_000.0;
+        let keys = 200_000u64;
+        for i in 0..keys {
+            // 1,000 one-off keys a second, and 2,000 hot keys read every 20 s.
+            let t = t0 + i as f64 / 1000.0;
+            m.access(&req(t, 1_000_000 + i));
+            if i % 10 == 0 {
+                m.access(&req(t, (i / 10) % 2_000));
+            }
+        }
+        assert!(m.tracker().len() <= 5_000, "tracker {}", m.tracker().len());
+        assert!(learned.len() <= 50_000, "learned {}", learned.len());
+        let end = t0 + keys as f64 / 1000.0;
+        assert!(
+            m.recent
+                .values()
+                .all(|at| end - at < c.predictive.min_rewarm + 5.0),
+            "recent warms kept {}",
+            m.recent.len()
+        );
+        let s = m.finish(end).stats.unwrap();
+        assert_eq!(s.misses_cold, keys + 2_000);
+        assert!(
+            s.origin_fetches_warming > 5_000,
+            "warmed all along: {}",
+            s.origin_fetches_warming
+        );
     }
 
     /// `learned` through `expiry-refresh`, TTL 300 s: key 1 is read at 0
