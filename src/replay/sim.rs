@@ -281,10 +281,6 @@ struct Seen {
     /// Expiry of the key's last fetched value (`-inf`: never fetched).
     expires_at: f64,
     size: u32,
-    /// TTL the trace last gave the key's values (0: the configured one);
-    /// warms write with it too, as the service's warms take the origin's
-    /// `max-age` for that key.
-    ttl: f32,
     accessed: bool,
 }
 
@@ -332,6 +328,10 @@ pub struct Sim {
     tail: u32,
     used: u64,
     seen: IdMap<Seen>,
+    /// The TTL the trace last gave a key's values, for keys whose TTL is
+    /// not the configured one (traces with a TTL column only); warms write
+    /// with it too, as the service's warms take the origin's `max-age`.
+    own_ttl: IdMap<f32>,
     pub budget: Budget,
     pub stats: Stats,
     pub series: Series,
@@ -353,6 +353,7 @@ impl Sim {
             tail: NIL,
             used: 0,
             seen: IdMap::default(),
+            own_ttl: IdMap::default(),
             stats: Stats::default(),
             series: Series::default(),
             second: i64::MIN,
@@ -493,6 +494,11 @@ impl Sim {
 
     fn lookup(&mut self, t: f64, id: u64, size: u32, ttl: Option<f64>) -> Outcome {
         let ttl = self.ttl_of(ttl);
+        if ttl != self.cfg.ttl {
+            self.own_ttl.insert(id, ttl as f32);
+        } else if !self.own_ttl.is_empty() {
+            self.own_ttl.remove(&id);
+        }
         let latency = self.cfg.latency;
         if let Some(&i) = self.index.get(&id) {
             let e = &mut self.nodes[i as usize];
@@ -537,7 +543,6 @@ impl Sim {
                 Seen {
                     expires_at: expires,
                     size,
-                    ttl: ttl as f32,
                     accessed: true,
                 },
             );
@@ -575,7 +580,6 @@ impl Sim {
             Seen {
                 expires_at: expires,
                 size,
-                ttl: ttl as f32,
                 accessed: true,
             },
         );
@@ -639,7 +643,7 @@ impl Sim {
     /// The TTL of `id`'s values: the one the trace last gave it, else the
     /// configured one.
     pub fn ttl_of_key(&self, id: u64) -> f64 {
-        self.ttl_of(self.seen.get(&id).map(|s| f64::from(s.ttl)))
+        self.ttl_of(self.own_ttl.get(&id).map(|&t| f64::from(t)))
     }
 
     /// A warming fetch of `id` started at `t` (the caller checked the
@@ -706,7 +710,6 @@ impl Sim {
             .or_insert(Seen {
                 expires_at,
                 size,
-                ttl: 0.0,
                 accessed: false,
             });
     }
