@@ -186,6 +186,7 @@ fn config(modes: &str, ttl: f64) -> ReplayConfig {
         ttl,
         latency: 0.1,
         rps: 100.0,
+        admission: true,
     };
     ReplayConfig {
         modes: modes::parse_list(modes),

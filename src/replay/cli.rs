@@ -97,6 +97,10 @@ pub struct ReplayArgs {
     /// (`WARMING_PREDICTOR_MODEL`; needs the `onnx` cargo feature).
     #[arg(long)]
     pub predictor_model: Option<PathBuf>,
+    /// Eviction of the simulated cache: `tinylfu` (LRU behind a frequency
+    /// admission filter, as moka, the embedded cache) or plain `lru`.
+    #[arg(long, default_value = "tinylfu")]
+    pub eviction: String,
     /// Window the schedules' predictions are for, seconds (the service's
     /// `WARMING_PREDICT_WINDOW`); the quality figures use `--quality-window`.
     #[arg(long, default_value_t = 3600.0)]
@@ -145,6 +149,11 @@ impl ReplayArgs {
             ttl,
             latency: self.origin_latency_ms / 1000.0,
             rps: self.origin_rps,
+            admission: match self.eviction.as_str() {
+                "tinylfu" => true,
+                "lru" => false,
+                e => return Err(format!("--eviction {e:?}: expected tinylfu or lru")),
+            },
         };
         let mut mode = ModeConfig::new(sim, format.key_space());
         mode.refresh_fraction = self.refresh_fraction;

@@ -29,6 +29,7 @@ pub mod modes;
 pub mod quality;
 pub mod report;
 pub mod sim;
+pub mod sketch;
 pub mod trace;
 
 use std::collections::VecDeque;

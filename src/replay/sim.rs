@@ -4,11 +4,15 @@
 //! # Cache
 //!
 //! Bounded by entries or by bytes ([`Capacity`]), one TTL per value, and
-//! **LRU** eviction. The embedded cache is moka, whose W-TinyLFU policy adds
-//! a frequency-based admission filter in front of an LRU; this simulation
-//! keeps the LRU and drops the admission filter (an approximation: on scans
-//! of one-hit keys moka keeps more of the hot set than LRU does). Expired
-//! values stay in place until read or evicted, as moka removes them lazily.
+//! the embedded cache's policy (moka's TinyLFU): **LRU** eviction behind a
+//! frequency **admission filter**. Every read counts in a sketch of recent
+//! reads ([`super::sketch`]); a new value that needs room displaces the
+//! least recently used values only if its key was read more often than
+//! theirs together (an expired value counts as never read), else it is
+//! not stored (`admissions_rejected`; the reader still gets it, a warm's
+//! fetch is spent and counted wasted). `SimConfig::admission` false gives
+//! plain LRU. Values being replaced in place (a refresh, a re-fetch after
+//! expiry) keep their place. Expired values stay until read or evicted.
 //!
 //! A fetch (demand or warming) issued at `t` delivers its value at
 //! `t + latency`; the value then lives `ttl`. While a refresh is in flight the
@@ -39,6 +43,8 @@
 //! the end of the trace are not counted.
 
 use std::collections::{BinaryHeap, HashSet};
+
+use super::sketch::FrequencySketch;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use hashbrown::HashMap;
@@ -123,6 +129,9 @@ pub struct Stats {
     pub stampedes: u64,
     /// Warming fetches given up (the oracle's, when the budget made them too late).
     pub warms_dropped: u64,
+    /// New values the admission filter did not store (their key was read
+    /// less often than the values they would have displaced).
+    pub admissions_rejected: u64,
 }
 
 impl Stats {
@@ -195,6 +204,16 @@ impl Series {
     pub fn start(&self) -> f64 {
         self.start.unwrap_or(0.0)
     }
+}
+
+/// What [`Sim::insert`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Inserted {
+    Stored,
+    /// Larger than the whole cache.
+    TooBig,
+    /// Refused by the admission filter.
+    Rejected,
 }
 
 /// Most tokens the budget holds: the service's limiter allows a burst of one.
@@ -314,6 +333,9 @@ pub struct SimConfig {
     pub latency: f64,
     /// Origin budget, fetches per second (0: unlimited).
     pub rps: f64,
+    /// TinyLFU admission in front of the LRU, as moka (the default); false:
+    /// plain LRU.
+    pub admission: bool,
 }
 
 /// One mode's cache + origin + counters.
@@ -332,6 +354,8 @@ pub struct Sim {
     /// not the configured one (traces with a TTL column only); warms write
     /// with it too, as the service's warms take the origin's `max-age`.
     own_ttl: IdMap<f32>,
+    /// Recent reads, for admission (`None`: plain LRU).
+    sketch: Option<FrequencySketch>,
     pub budget: Budget,
     pub stats: Stats,
     pub series: Series,
@@ -343,6 +367,13 @@ pub struct Sim {
 
 impl Sim {
     pub fn new(cfg: SimConfig) -> Self {
+        let sketch = cfg.admission.then(|| {
+            FrequencySketch::new(match cfg.capacity {
+                Capacity::Entries(n) => n,
+                // Values of about 1 KiB.
+                Capacity::Bytes(b) => b / 1024,
+            })
+        });
         Sim {
             budget: Budget::new(cfg.rps),
             cfg,
@@ -354,6 +385,7 @@ impl Sim {
             used: 0,
             seen: IdMap::default(),
             own_ttl: IdMap::default(),
+            sketch,
             stats: Stats::default(),
             series: Series::default(),
             second: i64::MIN,
@@ -435,11 +467,47 @@ impl Sim {
         }
     }
 
-    /// Inserts a new node (the key must be absent); `false` if it cannot fit.
-    fn insert(&mut self, node: Node) -> bool {
+    /// TinyLFU admission of a new value of `id` costing `cost`: when the
+    /// cache lacks room, the least recently used values that would make it
+    /// are the victims, and the candidate is admitted only if its key was
+    /// read more often than theirs together (an expired or never-read
+    /// value counts 0).
+    fn admit(&self, id: u64, cost: u64) -> bool {
+        let Some(sketch) = &self.sketch else {
+            return true;
+        };
+        let need = (self.used + cost).saturating_sub(self.limit());
+        if need == 0 {
+            return true;
+        }
+        let candidate = u32::from(sketch.frequency(id));
+        let (mut freed, mut victims) = (0u64, 0u32);
+        let mut i = self.tail;
+        while freed < need && i != NIL {
+            let e = &self.nodes[i as usize];
+            freed += self.cost(e.size);
+            let lived_out = self.now >= e.ready_at && self.now >= e.expires_at.max(e.prev_expires);
+            if !lived_out {
+                victims += u32::from(sketch.frequency(e.id));
+                if victims >= candidate {
+                    return false;
+                }
+            }
+            i = e.prev;
+        }
+        freed >= need && candidate > victims
+    }
+
+    /// Inserts a new node (the key must be absent) if it fits and the
+    /// admission filter takes it.
+    fn insert(&mut self, node: Node) -> Inserted {
         let cost = self.cost(node.size);
         if cost > self.limit() {
-            return false;
+            return Inserted::TooBig;
+        }
+        if !self.admit(node.id, cost) {
+            self.stats.admissions_rejected += 1;
+            return Inserted::Rejected;
         }
         self.evict_for(cost);
         let id = node.id;
@@ -456,7 +524,7 @@ impl Sim {
         self.used += cost;
         self.index.insert(id, i);
         self.push_front(i);
-        true
+        Inserted::Stored
     }
 
     fn count_fetch(&mut self, t: f64) {
@@ -479,6 +547,9 @@ impl Sim {
     pub fn access(&mut self, t: f64, id: u64, size: u32, ttl: Option<f64>) -> Outcome {
         self.now = self.now.max(t);
         self.stats.requests += 1;
+        if let Some(sketch) = &mut self.sketch {
+            sketch.increment(id);
+        }
         let outcome = self.lookup(t, id, size, ttl);
         let hit = outcome == Outcome::Hit;
         self.series.request(t, hit);
@@ -680,7 +751,7 @@ impl Sim {
             self.set_seen(id, expires, size);
         } else {
             let expires = t + latency + ttl;
-            if !self.insert(Node {
+            match self.insert(Node {
                 id,
                 size,
                 flags: WARMED,
@@ -690,9 +761,11 @@ impl Sim {
                 prev: NIL,
                 next: NIL,
             }) {
-                return false;
+                Inserted::Stored => self.set_seen(id, expires, size),
+                Inserted::TooBig => return false,
+                // Fetched, then not stored: the fetch is spent for nothing.
+                Inserted::Rejected => self.stats.wasted_warms += 1,
             }
-            self.set_seen(id, expires, size);
         }
         self.stats.origin_fetches_warming += 1;
         self.budget.take(t);
@@ -817,6 +890,7 @@ mod tests {
             ttl,
             latency,
             rps,
+            admission: true,
         })
     }
 
@@ -881,7 +955,10 @@ mod tests {
     /// Bytes: 3 values of 40 bytes in 100 bytes: the oldest goes.
     #[test]
     fn byte_capacity_evicts_by_size() {
-        let mut s = sim(Capacity::Bytes(100), 100.0, 0.0, 0.0);
+        let mut s = Sim::new(SimConfig {
+            admission: false,
+            ..sim(Capacity::Bytes(100), 100.0, 0.0, 0.0).cfg
+        });
         s.access(0.0, 1, 40, None);
         s.access(1.0, 2, 40, None);
         s.access(2.0, 3, 40, None);
@@ -890,6 +967,41 @@ mod tests {
         // Larger than the whole cache: fetched, served to nobody, never stored.
         s.access(3.0, 4, 500, None);
         assert!(s.cached(4).is_none());
+    }
+
+    /// TinyLFU admission (moka's policy): a scan of keys read once does not
+    /// displace a key read often; plain LRU lets the scan flush it. A value
+    /// the filter refuses is served to its reader but not stored, and a
+    /// refused warm is a wasted fetch.
+    #[test]
+    fn admission_keeps_the_hot_key_through_a_scan() {
+        for admission in [true, false] {
+            let mut s = Sim::new(SimConfig {
+                admission,
+                ..sim(Capacity::Entries(2), 1000.0, 0.0, 0.0).cfg
+            });
+            for i in 0..5 {
+                s.access(f64::from(i), 1, 1, None);
+            }
+            s.access(5.0, 2, 1, None);
+            for id in 3..=10u64 {
+                s.access(5.0 + id as f64, id, 1, None);
+            }
+            let hot = s.access(20.0, 1, 1, None);
+            if admission {
+                assert_eq!(hot, Outcome::Hit);
+                assert_eq!(s.stats.admissions_rejected, 8);
+                assert!(s.warm(21.0, 11, 1), "the fetch is spent");
+                assert!(s.cached(11).is_none(), "but not stored");
+                assert_eq!(
+                    (s.stats.origin_fetches_warming, s.stats.wasted_warms),
+                    (1, 1)
+                );
+            } else {
+                assert_eq!(hot, Outcome::Evicted);
+                assert_eq!(s.stats.admissions_rejected, 0);
+            }
+        }
     }
 
     /// A warm read once is useful; a warm never read before expiry is wasted.

@@ -112,6 +112,7 @@ mod tests {
                 ttl,
                 latency,
                 rps,
+                admission: true,
             },
             KeySpace::Numeric,
         )

@@ -436,6 +436,7 @@ mod tests {
                 ttl: 300.0,
                 latency: 0.1,
                 rps: 0.0,
+                admission: true,
             },
             KeySpace::Numeric,
         );
