@@ -35,7 +35,7 @@ fn config(mode: &str) -> ReplayConfig {
         ttl: 3600.0,
         latency: 0.1,
         rps: 100.0,
-        admission: true,
+        admission: false,
     };
     ReplayConfig {
         modes: vec![mode.to_string()],

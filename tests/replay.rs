@@ -186,7 +186,7 @@ fn config(modes: &str, ttl: f64) -> ReplayConfig {
         ttl,
         latency: 0.1,
         rps: 100.0,
-        admission: true,
+        admission: false,
     };
     ReplayConfig {
         modes: modes::parse_list(modes),

@@ -3,7 +3,11 @@
 //! Every entry carries its own expiry instant; moka is told about it through
 //! the [`Expiry`] policy ([`PerEntryTtl`]), so entries written in the same
 //! batch with different TTLs expire independently. The cache is bounded by
-//! entry count (`capacity`); moka evicts the least valuable entries beyond it.
+//! entry count (`capacity`); beyond it moka evicts the least recently used
+//! entries. Its default policy, TinyLFU, is not used: its admission filter
+//! refuses a new entry whose key was read less often than the entries it
+//! would displace, so a warmed key (never read yet, by definition) would be
+//! dropped as soon as the cache is full, with the warm reported a success.
 //!
 //! Keys are stored as `prefix + key`, exactly as the Redis backend stores
 //! them, and [`Cache::scan`] hands them back without the prefix.
@@ -73,6 +77,7 @@ impl MemoryCache {
     pub fn new(capacity: u64, prefix: String) -> Self {
         let inner = moka::future::Cache::builder()
             .max_capacity(capacity)
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
             .expire_after(PerEntryTtl)
             .build();
         MemoryCache { inner, prefix }
@@ -219,6 +224,46 @@ mod tests {
             .unwrap();
         assert_eq!(c.get("k").await.unwrap(), Some(Bytes::from("new")));
         assert!(c.ttl("k").await.unwrap().unwrap() <= Duration::from_secs(2));
+    }
+
+    /// In a full cache, warmed values land and displace the least recently
+    /// used entries, however often those were read (TinyLFU's admission
+    /// filter would have refused every one of them).
+    #[tokio::test]
+    async fn warms_into_a_full_cache_land() {
+        let c = MemoryCache::new(100, String::new());
+        let ttl = Duration::from_secs(3600);
+        let old: Vec<_> = (0..100)
+            .map(|i| entry(&format!("old:{i}"), "v", ttl))
+            .collect();
+        c.set_many(&old).await.unwrap();
+        for _ in 0..3 {
+            for i in 0..100 {
+                c.get(&format!("old:{i}")).await.unwrap();
+            }
+        }
+        let new: Vec<_> = (0..50)
+            .map(|i| entry(&format!("new:{i}"), "v", ttl))
+            .collect();
+        c.set_many(&new).await.unwrap();
+        c.run_pending_tasks().await;
+        for i in 0..50 {
+            assert!(
+                c.get(&format!("new:{i}")).await.unwrap().is_some(),
+                "new:{i}"
+            );
+        }
+        assert_eq!(c.entry_count(), 100);
+        let kept = futures::future::join_all((0..100).map(|i| {
+            let c = &c;
+            async move { c.get(&format!("old:{i}")).await.unwrap().is_some() }
+        }))
+        .await;
+        assert_eq!(
+            kept.iter().filter(|k| **k).count(),
+            50,
+            "the 50 least recently used went"
+        );
     }
 
     #[tokio::test]

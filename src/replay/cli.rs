@@ -97,9 +97,10 @@ pub struct ReplayArgs {
     /// (`WARMING_PREDICTOR_MODEL`; needs the `onnx` cargo feature).
     #[arg(long)]
     pub predictor_model: Option<PathBuf>,
-    /// Eviction of the simulated cache: `tinylfu` (LRU behind a frequency
-    /// admission filter, as moka, the embedded cache) or plain `lru`.
-    #[arg(long, default_value = "tinylfu")]
+    /// Eviction of the simulated cache: `lru` (as the embedded cache) or
+    /// `tinylfu` (LRU behind a frequency admission filter, moka's and
+    /// Caffeine's default, for caches built that way).
+    #[arg(long, default_value = "lru")]
     pub eviction: String,
     /// Window the schedules' predictions are for, seconds (the service's
     /// `WARMING_PREDICT_WINDOW`); the quality figures use `--quality-window`.

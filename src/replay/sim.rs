@@ -4,15 +4,16 @@
 //! # Cache
 //!
 //! Bounded by entries or by bytes ([`Capacity`]), one TTL per value, and
-//! the embedded cache's policy (moka's TinyLFU): **LRU** eviction behind a
-//! frequency **admission filter**. Every read counts in a sketch of recent
-//! reads ([`super::sketch`]); a new value that needs room displaces the
-//! least recently used values only if its key was read more often than
-//! theirs together (an expired value counts as never read), else it is
-//! not stored (`admissions_rejected`; the reader still gets it, a warm's
-//! fetch is spent and counted wasted). `SimConfig::admission` false gives
-//! plain LRU. Values being replaced in place (a refresh, a re-fetch after
-//! expiry) keep their place. Expired values stay until read or evicted.
+//! **LRU** eviction, as the embedded cache (moka built with its LRU policy).
+//! With `SimConfig::admission`, a TinyLFU **admission filter** sits in front
+//! of the LRU, as in caches built with moka's or Caffeine's default policy:
+//! every read counts in a sketch of recent reads ([`super::sketch`]); a new
+//! value that needs room displaces the least recently used values only if
+//! its key was read more often than theirs together (an expired value
+//! counts as never read), else it is not stored (`admissions_rejected`; the
+//! reader still gets it, a warm's fetch is spent and counted wasted).
+//! Values replaced in place (a refresh, a re-fetch after expiry) keep their
+//! place. Expired values stay until read or evicted.
 //!
 //! A fetch (demand or warming) issued at `t` delivers its value at
 //! `t + latency`; the value then lives `ttl`. While a refresh is in flight the
@@ -333,8 +334,8 @@ pub struct SimConfig {
     pub latency: f64,
     /// Origin budget, fetches per second (0: unlimited).
     pub rps: f64,
-    /// TinyLFU admission in front of the LRU, as moka (the default); false:
-    /// plain LRU.
+    /// TinyLFU admission in front of the LRU (moka's and Caffeine's default
+    /// policy); false: plain LRU, as the embedded cache.
     pub admission: bool,
 }
 
@@ -890,7 +891,7 @@ mod tests {
             ttl,
             latency,
             rps,
-            admission: true,
+            admission: false,
         })
     }
 
@@ -955,10 +956,7 @@ mod tests {
     /// Bytes: 3 values of 40 bytes in 100 bytes: the oldest goes.
     #[test]
     fn byte_capacity_evicts_by_size() {
-        let mut s = Sim::new(SimConfig {
-            admission: false,
-            ..sim(Capacity::Bytes(100), 100.0, 0.0, 0.0).cfg
-        });
+        let mut s = sim(Capacity::Bytes(100), 100.0, 0.0, 0.0);
         s.access(0.0, 1, 40, None);
         s.access(1.0, 2, 40, None);
         s.access(2.0, 3, 40, None);

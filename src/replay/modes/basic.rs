@@ -115,7 +115,7 @@ mod tests {
                 ttl,
                 latency,
                 rps: 0.0,
-                admission: true,
+                admission: false,
             },
             KeySpace::Numeric,
         )

@@ -112,7 +112,7 @@ mod tests {
                 ttl,
                 latency,
                 rps,
-                admission: true,
+                admission: false,
             },
             KeySpace::Numeric,
         )

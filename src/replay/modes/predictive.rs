@@ -436,7 +436,7 @@ mod tests {
                 ttl: 300.0,
                 latency: 0.1,
                 rps: 0.0,
-                admission: true,
+                admission: false,
             },
             KeySpace::Numeric,
         );
