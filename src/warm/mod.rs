@@ -45,9 +45,9 @@ use crate::origin::retry::{FetchObserver, GuardedOrigin};
 use crate::origin::{self, OriginError};
 use crate::predict::{self, Predictor, Write};
 use crate::protocol::{
-    AccessRequest, AccessTime, DEFAULT_PATTERN_LIMIT, DEFAULT_PRIORITY, JobView, StatusResponse,
-    TriggerPredictiveRequest, WarmKeyRequest, WarmPatternRequest, WarmPatternResponse,
-    WarmResponse,
+    AccessRequest, AccessTime, ConfigResponse, DEFAULT_PATTERN_LIMIT, DEFAULT_PRIORITY, JobView,
+    ServiceInfo, StatusResponse, TriggerPredictiveRequest, WarmKeyRequest, WarmPatternRequest,
+    WarmPatternResponse, WarmResponse,
 };
 use crate::readthrough::{ReadError, ReadSource, ReadThrough};
 use crate::schedule::{ScheduleAction, ScheduleRunner, ScheduleSpec, Scheduler};
@@ -931,32 +931,33 @@ impl Engine {
     }
 
     /// `GET /warm/config`.
-    pub fn config_json(&self) -> serde_json::Value {
+    pub fn config_view(&self) -> ConfigResponse {
         let s = &self.service;
-        serde_json::json!({
-            "config": self.tunables.load().to_json(),
-            "service": {
-                "listen": s.listen,
-                "origin": self.origin.origin().describe(),
-                "origin_http": s.origin_http.as_str(),
-                "cache_backend": self.cache.backend(),
-                "cache_prefix": s.cache_prefix,
-                "nats_subject": s.nats_url.as_ref().map(|_| s.nats_subject.clone()),
-                "timezone": s.timezone,
-                "builtin_schedules": s.builtin_schedules,
-                "tracker_max_keys": s.tracker_max_keys,
-                "max_keys_per_request": s.max_keys_per_request,
-                "max_key_len": s.max_key_len,
-                "auth": s.api_token.is_some(),
-            }
-        })
+        ConfigResponse {
+            config: Tunables::clone(&self.tunables.load()),
+            service: ServiceInfo {
+                listen: s.listen.clone(),
+                origin: self.origin.origin().describe(),
+                origin_http: s.origin_http.as_str().to_string(),
+                cache_backend: self.cache.backend().to_string(),
+                cache_prefix: s.cache_prefix.clone(),
+                nats_subject: s.nats_url.as_ref().map(|_| s.nats_subject.clone()),
+                timezone: s.timezone.clone(),
+                builtin_schedules: s.builtin_schedules,
+                tracker_max_keys: s.tracker_max_keys,
+                max_keys_per_request: s.max_keys_per_request,
+                max_key_len: s.max_key_len,
+                auth: s.api_token.is_some(),
+            },
+        }
     }
 
-    /// `POST /warm/config`: validated as a whole, then swapped in; on error nothing changes.
+    /// `POST /warm/config`: validated as a whole, then swapped in; on error
+    /// nothing changes. Answers the configuration after the update.
     pub async fn update_config(
         &self,
         update: TunablesUpdate,
-    ) -> Result<serde_json::Value, Vec<FieldError>> {
+    ) -> Result<ConfigResponse, Vec<FieldError>> {
         let _serial = self.config_lock.lock().await;
         let current = self.tunables.load_full();
         let next = update.apply_to(&current, Duration::from_nanos(1))?;
@@ -967,7 +968,7 @@ impl Engine {
                 tracing::warn!(error = %e, "configuration applied here but not shared with the cluster");
             }
         }
-        Ok(self.config_json())
+        Ok(self.config_view())
     }
 
     /// Installs `next` (validated) in place of `current`.
