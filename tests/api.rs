@@ -6,6 +6,7 @@ mod support;
 
 use std::time::Duration;
 
+use chrono::Timelike;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::origin::TestOrigin;
@@ -538,6 +539,16 @@ async fn access_records_feed_prediction() {
     srv.shutdown().await;
 }
 
+/// The `next_run` of a schedule view, as an instant.
+fn next_run(view: &Value) -> chrono::DateTime<chrono::Utc> {
+    let text = view["next_run"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no next_run in {view}"));
+    chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap_or_else(|e| panic!("next_run {text:?} is not RFC 3339: {e}"))
+        .with_timezone(&chrono::Utc)
+}
+
 #[tokio::test]
 async fn schedules_endpoints() {
     let origin = TestOrigin::start().await;
@@ -581,10 +592,50 @@ async fn schedules_endpoints() {
 
     let spec = json!({"name": "nightly-catalog", "cron": "30 1 * * *", "timezone": "Europe/Paris",
         "action": {"type": "pattern", "pattern": "catalog:*", "limit": 500}, "priority": 60, "strategy": "breadth"});
+    let before = chrono::Utc::now();
     let (status, body) = srv.post("/warm/schedules", spec.clone()).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["name"], "nightly-catalog");
-    assert!(body["next_run"].is_string(), "{body}");
+    assert_eq!(body["timezone_effective"], "Europe/Paris", "{body}");
+    // The next 01:30 on a Paris wall clock (00:30 UTC in winter, 23:30 UTC
+    // the day before in summer), within a day.
+    let next = next_run(&body);
+    let paris = next.with_timezone(&chrono_tz::Europe::Paris);
+    assert_eq!(
+        (paris.hour(), paris.minute(), paris.second()),
+        (1, 30, 0),
+        "{body}"
+    );
+    assert!(
+        next > before && next <= chrono::Utc::now() + chrono::Duration::days(1),
+        "{body}"
+    );
+    // Tokyo has no summer time: 02:00 there is always 17:00 UTC the day before.
+    let tokyo = json!({"name": "tokyo-2am", "cron": "0 2 * * *", "timezone": "Asia/Tokyo",
+        "action": {"type": "predictive", "limit": 10}});
+    let before = chrono::Utc::now();
+    let (status, body) = srv.post("/warm/schedules", tokyo).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let next = next_run(&body);
+    let after = chrono::Utc::now();
+    let mut expected = before.date_naive().and_hms_opt(17, 0, 0).unwrap().and_utc();
+    if expected <= before {
+        expected += chrono::Duration::days(1);
+    }
+    // (A 17:00 UTC crossed during the request would move it by a day.)
+    assert!(
+        next == expected || (expected <= after && next == expected + chrono::Duration::days(1)),
+        "next_run {next}, expected {expected}: {body}"
+    );
+    assert_eq!(
+        next.with_timezone(&chrono_tz::Asia::Tokyo)
+            .format("%H:%M:%S")
+            .to_string(),
+        "02:00:00"
+    );
+    let (_, listed) = srv.get("/warm/schedules/tokyo-2am").await;
+    assert_eq!(next_run(&listed), next, "{listed}");
+    srv.delete("/warm/schedules/tokyo-2am").await;
     let (status, body) = srv.post("/warm/schedules", spec).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(error_code(&body), "schedule_exists");
