@@ -10,6 +10,7 @@ use chrono::Timelike;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::origin::TestOrigin;
+use support::redis::PrivateRedis;
 use support::server::{TestServer, error_code, settings};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -974,5 +975,73 @@ async fn the_bearer_scheme_is_case_insensitive() {
         let body: Value = r.json().await.unwrap();
         assert_eq!(error_code(&body), "unauthorized");
     }
+    srv.shutdown().await;
+}
+
+/// `/readyz` asks the cache (not the origin): when the Redis it was started
+/// with stops answering, it is 503 with a JSON error saying why (while
+/// `/healthz` stays 200), and ready again once Redis is back; during
+/// shutdown it is 503 too.
+#[tokio::test]
+async fn readiness_is_lost_with_the_cache_and_comes_back() {
+    let mut redis = PrivateRedis::start().await;
+    let origin = TestOrigin::start().await;
+    let mut s = settings(&origin.url_template());
+    s.service.cache_url = redis.url();
+    let srv = TestServer::start(s).await;
+    assert_eq!(
+        srv.get("/readyz").await,
+        (StatusCode::OK, json!({"status": "ready"}))
+    );
+
+    redis.stop();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let body = loop {
+        let (status, body) = srv.get("/readyz").await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            break body;
+        }
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still ready without its cache: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(error_code(&body), "not_ready", "{body}");
+    // "cache backend unavailable: ..." or "cache command failed: ...".
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("cache "),
+        "{body}"
+    );
+    assert_eq!(
+        srv.get("/healthz").await,
+        (StatusCode::OK, json!({"status": "ok"}))
+    );
+
+    redis.restart().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = srv.get("/readyz").await;
+        if status == StatusCode::OK {
+            assert_eq!(body, json!({"status": "ready"}));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready again with its cache back: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Once shutdown has begun it is not ready either, and says so.
+    srv.engine().begin_shutdown();
+    let (status, body) = srv.get("/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(error_code(&body), "not_ready", "{body}");
+    assert_eq!(body["error"]["message"], "shutting down", "{body}");
     srv.shutdown().await;
 }
