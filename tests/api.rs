@@ -978,6 +978,101 @@ async fn the_bearer_scheme_is_case_insensitive() {
     srv.shutdown().await;
 }
 
+/// The metric samples of `GET /metrics` (comments dropped, sorted: the
+/// exporter's order varies), to compare before and after requests that
+/// must change nothing.
+async fn metric_samples(srv: &TestServer) -> Vec<String> {
+    let mut samples: Vec<String> = srv
+        .metrics()
+        .await
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(str::to_string)
+        .collect();
+    samples.sort();
+    samples
+}
+
+/// Bad input to `GET /cache/{key}` (too long, empty, control characters)
+/// and to `POST /warm/emergency-stop` (malformed JSON, unknown or mistyped
+/// fields): a 4xx JSON error with a code and a message, and nothing changes
+/// (no origin request, no access or read recorded, no cache write, no stop).
+#[tokio::test]
+async fn bad_cache_reads_and_stop_bodies_are_refused_and_change_nothing() {
+    let origin = TestOrigin::start().await;
+    let mut s = settings(&origin.url_template());
+    s.service.max_key_len = 64;
+    let srv = TestServer::start(s).await;
+    let before = metric_samples(&srv).await;
+
+    let long_key = "k".repeat(65);
+    let reads: [(String, StatusCode, &str); 4] = [
+        (
+            format!("/cache/{long_key}"),
+            StatusCode::BAD_REQUEST,
+            "invalid_key",
+        ),
+        ("/cache/".into(), StatusCode::NOT_FOUND, "not_found"),
+        (
+            "/cache/a%0Ab".into(),
+            StatusCode::BAD_REQUEST,
+            "invalid_key",
+        ),
+        (
+            "/cache/a%09b".into(),
+            StatusCode::BAD_REQUEST,
+            "invalid_key",
+        ),
+    ];
+    for (path, want, code) in &reads {
+        let (status, body) = srv.get(path).await;
+        assert_eq!(status, *want, "{path} -> {body}");
+        assert_eq!(error_code(&body), *code, "{path} -> {body}");
+    }
+    assert_eq!(origin.requests(), 0);
+    assert_eq!(
+        metric_samples(&srv).await,
+        before,
+        "a refused read is not counted"
+    );
+    // The longest allowed key is still read through.
+    let (status, _) = srv.get(&format!("/cache/{}", "k".repeat(64))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(origin.request_keys(), ["k".repeat(64)]);
+    let (status, _) = srv.get(&format!("/cache/{}", "k".repeat(64))).await;
+    assert_eq!(status, StatusCode::OK);
+    let after_good = metric_samples(&srv).await;
+    assert_ne!(before, after_good, "a good read is counted");
+
+    let stops: [(&str, &str); 5] = [
+        ("{not json", "malformed_json"),
+        (r#"{"reason": "maintenance""#, "malformed_json"),
+        (
+            r#"{"reason": "maintenance", "colour": 1}"#,
+            "invalid_request",
+        ),
+        (r#"{"reason": 5}"#, "invalid_request"),
+        (r#"["maintenance"]"#, "invalid_request"),
+    ];
+    for (body, code) in stops {
+        let (status, answer) = srv.post_raw("/warm/emergency-stop", body.into()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body} -> {answer}");
+        assert_eq!(error_code(&answer), code, "{body} -> {answer}");
+    }
+    // serde would fill a request struct from an array; every endpoint
+    // wants an object.
+    let (status, answer) = srv.post_raw("/warm/key", r#"[["arr:1"]]"#.into()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(error_code(&answer), "invalid_request", "{answer}");
+    let (_, st) = srv.get("/warm/status").await;
+    assert_eq!(st["emergency_stop"], false, "{st}");
+    assert!(st.get("emergency_reason").is_none(), "{st}");
+
+    assert_eq!(metric_samples(&srv).await, after_good);
+    assert_eq!(origin.requests(), 1);
+    srv.shutdown().await;
+}
+
 /// `/readyz` asks the cache (not the origin): when the Redis it was started
 /// with stops answering, it is 503 with a JSON error saying why (while
 /// `/healthz` stays 200), and ready again once Redis is back; during
