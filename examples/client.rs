@@ -4,8 +4,8 @@
 //! `WARMING_URL` names the service (default `http://localhost:4000`) and
 //! `WARMING_API_TOKEN`, when set, is sent as a bearer token. The example warms
 //! a profile "after updating" it, warms a pattern "before launching a new
-//! feature", prints the status, then prints the first few warm-completed
-//! events and stops after a few seconds.
+//! feature", prints the status and the configuration, then prints the first
+//! few warm-completed events and stops after a few seconds.
 
 use std::time::Duration;
 
@@ -87,6 +87,19 @@ async fn main() -> anyhow::Result<()> {
         status.worker_status.len(),
         status.emergency_stop,
         status.metrics.success_rate
+    );
+
+    // The configuration is typed: durations arrive as `Duration`s.
+    let config = client.config().await?;
+    println!(
+        "config: {} origin requests/s, {} workers, origin timeout {:?}, default TTL {:?}, \
+         strategy {}, cache {}",
+        config.config.max_origin_rps,
+        config.config.concurrent_warmers,
+        config.config.origin_timeout,
+        config.config.default_ttl,
+        config.config.default_strategy,
+        config.service.cache_backend
     );
 
     if tokio::time::timeout(LISTEN_FOR, listener).await.is_err() {

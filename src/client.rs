@@ -33,10 +33,12 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::config::TunablesUpdate;
 use crate::events::WarmCompleted;
 use crate::protocol::{
-    AccessRequest, AccessResponse, ErrorBody, JobView, StatusResponse, TriggerPredictiveRequest,
-    WarmKeyRequest, WarmPatternRequest, WarmPatternResponse, WarmResponse,
+    AccessRequest, AccessResponse, ConfigResponse, ErrorBody, JobView, StatusResponse, StopRequest,
+    TriggerPredictiveRequest, WarmKeyRequest, WarmPatternRequest, WarmPatternResponse,
+    WarmResponse,
 };
 use crate::schedule::{ScheduleSpec, ScheduleView};
 
@@ -118,12 +120,6 @@ pub struct WarmingClient {
     base: String,
     http: reqwest::Client,
     token: Option<String>,
-}
-
-/// `{"config": {...}}` of `GET|POST /warm/config`.
-#[derive(serde::Deserialize)]
-struct ConfigEnvelope {
-    config: serde_json::Value,
 }
 
 /// `{"schedules": [...]}` of `GET /warm/schedules`.
@@ -228,20 +224,38 @@ impl WarmingClient {
         self.get("/warm/status").await
     }
 
-    /// `GET /warm/config`: the `config` object.
-    pub async fn config(&self) -> Result<serde_json::Value, ClientError> {
-        let env: ConfigEnvelope = self.get("/warm/config").await?;
-        Ok(env.config)
+    /// `GET /warm/config`: the runtime settings (`config`, durations
+    /// decoded from nanoseconds) and the fixed ones (`service`).
+    pub async fn config(&self) -> Result<ConfigResponse, ClientError> {
+        self.get("/warm/config").await
     }
 
-    /// `POST /warm/config`: applies `changes` (a partial config object) and
-    /// returns the resulting `config` object.
+    /// `POST /warm/config`: applies `changes` (the fields set in it; the
+    /// others keep their value) and returns the configuration after the
+    /// update. The update is validated whole by the service: one bad field
+    /// is a [`ClientError::Api`] with code `invalid_config`, and nothing
+    /// changes.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: warming::client::WarmingClient) -> Result<(), warming::client::ClientError> {
+    /// use std::time::Duration;
+    /// use warming::config::TunablesUpdate;
+    ///
+    /// let after = client
+    ///     .update_config(&TunablesUpdate {
+    ///         max_origin_rps: Some(200),
+    ///         backoff_base: Some(Duration::from_millis(250).into()),
+    ///         ..Default::default()
+    ///     })
+    ///     .await?;
+    /// assert_eq!(after.config.backoff_base, Duration::from_millis(250));
+    /// # Ok(()) }
+    /// ```
     pub async fn update_config(
         &self,
-        changes: &serde_json::Value,
-    ) -> Result<serde_json::Value, ClientError> {
-        let env: ConfigEnvelope = self.post("/warm/config", changes).await?;
-        Ok(env.config)
+        changes: &TunablesUpdate,
+    ) -> Result<ConfigResponse, ClientError> {
+        self.post("/warm/config", changes).await
     }
 
     /// `POST /warm/access`: reports key accesses to the predictor.
@@ -272,10 +286,19 @@ impl WarmingClient {
         self.send_ignore(self.request(Method::DELETE, &path)).await
     }
 
-    /// `POST /warm/emergency-stop`: pauses every worker.
-    pub async fn emergency_stop(&self) -> Result<(), ClientError> {
-        self.send_ignore(self.request(Method::POST, "/warm/emergency-stop"))
-            .await
+    /// `POST /warm/emergency-stop`: pauses every worker (queued work is
+    /// kept) until [`resume`](Self::resume). `reason` is shown as
+    /// `emergency_reason` in [`status`](Self::status); without one the
+    /// service says `stopped by an operator`.
+    pub async fn emergency_stop(&self, reason: Option<&str>) -> Result<(), ClientError> {
+        let body = StopRequest {
+            reason: reason.map(str::to_string),
+        };
+        self.send_ignore(
+            self.request(Method::POST, "/warm/emergency-stop")
+                .json(&body),
+        )
+        .await
     }
 
     /// `POST /warm/resume`: lifts an emergency stop.
@@ -376,6 +399,26 @@ mod tests {
         let env: SchedulesEnvelope = serde_json::from_str(json).unwrap();
         assert_eq!(env.schedules[0].spec.name, "daily-warmup");
         assert!(env.schedules[0].builtin);
+    }
+
+    /// The README's `GET /warm/config` answer decodes, durations from nanoseconds.
+    #[test]
+    fn config_answers_decode() {
+        let json = r#"{"config": {"max_origin_rps": 100, "max_batch_size": 50, "concurrent_warmers": 10,
+          "default_ttl": 3600000000000, "origin_timeout": 5000000000, "retry_attempts": 3,
+          "backoff_base": 100000000, "emergency_threshold": 2000000000, "default_strategy": "priority",
+          "min_rewarm_interval": 30000000000, "ttl_jitter": 0.05, "emergency_window": 50,
+          "emergency_cooldown": 10000000000, "predictor": "heuristic", "predictive_limit": 100,
+          "predict_window": 3600000000000},
+         "service": {"listen": "0.0.0.0:4000", "origin": "demo (built-in)", "origin_http": "http1",
+          "cache_backend": "memory", "cache_prefix": "", "nats_subject": null, "timezone": "UTC",
+          "builtin_schedules": true, "tracker_max_keys": 1000000, "max_keys_per_request": 10000,
+          "max_key_len": 1024, "auth": false}}"#;
+        let c: ConfigResponse = serde_json::from_str(json).unwrap();
+        assert_eq!(c.config, crate::config::Tunables::default());
+        assert_eq!(c.config.emergency_threshold, Duration::from_secs(2));
+        assert_eq!(c.service.origin, "demo (built-in)");
+        assert_eq!(c.service.nats_subject, None);
     }
 
     #[test]

@@ -69,7 +69,11 @@ impl FromStr for Strategy {
 }
 
 /// Settings that may change while the service runs (`POST /warm/config`).
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Serialized as the `config` object of `GET /warm/config`, durations as
+/// whole nanoseconds (see [`nanos`]); the typed client reads it back the
+/// same way ([`crate::protocol::ConfigResponse`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tunables {
     /// Most origin requests per second, retries included; 0 turns the limit off.
     /// Default 100. Env `WARMING_MAX_ORIGIN_RPS`.
@@ -79,30 +83,37 @@ pub struct Tunables {
     /// Number of warming workers. Default 10.
     pub concurrent_warmers: usize,
     /// TTL of a warmed value when the origin sends no `Cache-Control: max-age`. Default 1 h.
+    #[serde(with = "nanos")]
     pub default_ttl: Duration,
     /// Timeout of one origin request. Default 5 s.
+    #[serde(with = "nanos")]
     pub origin_timeout: Duration,
     /// Retries after the first attempt (so up to `retry_attempts + 1` requests). Default 3.
     pub retry_attempts: u32,
     /// First retry delay; doubles each retry, with jitter. Default 100 ms.
+    #[serde(with = "nanos")]
     pub backoff_base: Duration,
     /// Emergency stop when p95 origin latency over the window exceeds this. Default 2 s.
+    #[serde(with = "nanos")]
     pub emergency_threshold: Duration,
     /// Strategy for requests that name none. Default `priority`.
     pub default_strategy: Strategy,
     /// A key warmed successfully this recently is skipped unless forced. Default 30 s.
+    #[serde(with = "nanos")]
     pub min_rewarm_interval: Duration,
     /// Random extra TTL, as a fraction of the TTL (0.05 = up to +5%). Default 0.05.
     pub ttl_jitter: f64,
     /// Number of most recent origin requests whose p95 latency is watched. Default 50.
     pub emergency_window: usize,
     /// Wait after an emergency stop before probing the origin again. Default 10 s.
+    #[serde(with = "nanos")]
     pub emergency_cooldown: Duration,
     /// Predictor used by predictive warming (`heuristic` or `frequency`). Default `heuristic`.
     pub predictor: String,
     /// Keys warmed by `POST /warm/trigger-predictive` when no limit is given. Default 100.
     pub predictive_limit: usize,
     /// The window the predictor predicts for. Default 1 h.
+    #[serde(with = "nanos")]
     pub predict_window: Duration,
 }
 
@@ -337,33 +348,52 @@ impl Tunables {
 
     /// The JSON shape of `GET /warm/config`: durations in nanoseconds.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "max_origin_rps": self.max_origin_rps,
-            "max_batch_size": self.max_batch_size,
-            "concurrent_warmers": self.concurrent_warmers,
-            "default_ttl": self.default_ttl.as_nanos() as u64,
-            "origin_timeout": self.origin_timeout.as_nanos() as u64,
-            "retry_attempts": self.retry_attempts,
-            "backoff_base": self.backoff_base.as_nanos() as u64,
-            "emergency_threshold": self.emergency_threshold.as_nanos() as u64,
-            "default_strategy": self.default_strategy,
-            "min_rewarm_interval": self.min_rewarm_interval.as_nanos() as u64,
-            "ttl_jitter": self.ttl_jitter,
-            "emergency_window": self.emergency_window,
-            "emergency_cooldown": self.emergency_cooldown.as_nanos() as u64,
-            "predictor": self.predictor,
-            "predictive_limit": self.predictive_limit,
-            "predict_window": self.predict_window.as_nanos() as u64,
-        })
+        serde_json::to_value(self).expect("tunables serialize to JSON")
+    }
+}
+
+/// Serde of a [`Duration`] as whole nanoseconds, the unit `GET /warm/config`
+/// reports durations in (as the spec's example does). Use with
+/// `#[serde(with = "warming::config::nanos")]`.
+pub mod nanos {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `d` as nanoseconds (`u64::MAX` past about 584 years).
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    /// Reads a whole number of nanoseconds.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_nanos)
     }
 }
 
 /// A duration as it arrives over HTTP: nanoseconds, or a string with a unit.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum DurationInput {
+    /// Whole nanoseconds (a bare JSON number).
     Nanos(u64),
+    /// A string with a unit: `"250ms"`, `"5s"`, `"2h"`.
     Text(String),
+}
+
+impl From<Duration> for DurationInput {
+    /// Sent as nanoseconds (`u64::MAX` past about 584 years, which every
+    /// bound refuses).
+    fn from(d: Duration) -> Self {
+        DurationInput::Nanos(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    }
+}
+
+impl From<&str> for DurationInput {
+    /// Sent as text, e.g. `"250ms"`; the service parses it.
+    fn from(s: &str) -> Self {
+        DurationInput::Text(s.to_string())
+    }
 }
 
 impl DurationInput {
@@ -385,26 +415,60 @@ fn parse_duration_text(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{s:?} is not a duration ({e}); use e.g. \"250ms\", \"5s\", \"1h\""))
 }
 
-/// A partial update of [`Tunables`], as `POST /warm/config` takes it.
-/// Unknown fields are rejected, so a typo never silently does nothing.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// A partial update of [`Tunables`], as `POST /warm/config` takes it (and
+/// [`crate::client::WarmingClient::update_config`] sends it: fields left
+/// `None` are not sent and keep their value). Unknown fields are rejected, so
+/// a typo never silently does nothing.
+///
+/// ```
+/// use std::time::Duration;
+/// use warming::config::TunablesUpdate;
+///
+/// let update = TunablesUpdate {
+///     max_origin_rps: Some(200),
+///     backoff_base: Some(Duration::from_millis(250).into()),
+///     default_ttl: Some("2h".into()),
+///     ..Default::default()
+/// };
+/// assert_eq!(
+///     serde_json::to_value(&update).unwrap(),
+///     serde_json::json!({"max_origin_rps": 200, "backoff_base": 250_000_000, "default_ttl": "2h"})
+/// );
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TunablesUpdate {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_origin_rps: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_batch_size: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrent_warmers: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub default_ttl: Option<DurationInput>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub origin_timeout: Option<DurationInput>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_attempts: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub backoff_base: Option<DurationInput>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub emergency_threshold: Option<DurationInput>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub default_strategy: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub min_rewarm_interval: Option<DurationInput>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ttl_jitter: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub emergency_window: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub emergency_cooldown: Option<DurationInput>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub predictor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub predictive_limit: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub predict_window: Option<DurationInput>,
 }
 
@@ -1271,6 +1335,49 @@ mod tests {
         assert_eq!(j["backoff_base"], 100_000_000u64);
         assert_eq!(j["emergency_threshold"], 2_000_000_000u64);
         assert_eq!(j["default_strategy"], "priority");
+    }
+
+    /// The typed client reads back exactly what the server writes, and a
+    /// serialized update is read by the server as the same update.
+    #[test]
+    fn tunables_and_updates_round_trip_through_json() {
+        let t = Tunables {
+            backoff_base: Duration::from_millis(250),
+            default_strategy: Strategy::Breadth,
+            ttl_jitter: 0.1,
+            ..Tunables::default()
+        };
+        let j = t.to_json();
+        assert_eq!(j["backoff_base"], 250_000_000u64);
+        assert_eq!(j["default_strategy"], "breadth");
+        assert_eq!(j.as_object().unwrap().len(), 16, "{j}");
+        assert_eq!(serde_json::from_value::<Tunables>(j.clone()).unwrap(), t);
+        // Shared with other instances as an update: the same shape applies.
+        let as_update = TunablesUpdate::from_json(&j).unwrap();
+        assert_eq!(
+            as_update
+                .apply_to(&Tunables::default(), Duration::from_nanos(1))
+                .unwrap(),
+            t
+        );
+
+        let u = TunablesUpdate {
+            concurrent_warmers: Some(4),
+            origin_timeout: Some(Duration::from_secs(2).into()),
+            predict_window: Some("30m".into()),
+            ..TunablesUpdate::default()
+        };
+        let j = serde_json::to_value(&u).unwrap();
+        assert_eq!(
+            j,
+            serde_json::json!({"concurrent_warmers": 4, "origin_timeout": 2_000_000_000u64,
+                "predict_window": "30m"})
+        );
+        assert_eq!(TunablesUpdate::from_json(&j).unwrap(), u);
+        assert_eq!(
+            serde_json::to_value(TunablesUpdate::default()).unwrap(),
+            serde_json::json!({})
+        );
     }
 
     #[test]

@@ -31,7 +31,9 @@ enum Command {
         /// TOML configuration file (also WARMING_CONFIG); environment variables win over it.
         #[arg(long, env = "WARMING_CONFIG")]
         config: Option<PathBuf>,
-        /// Seconds to wait for running requests and in-flight keys on shutdown.
+        /// Seconds the whole shutdown may take: running requests and in-flight
+        /// keys get this long (less a short reserve for saving unfinished work
+        /// and flushing events), then the process exits.
         #[arg(long, default_value_t = 10)]
         grace: u64,
         /// Log as JSON lines instead of text.

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Strategy;
+use crate::config::{Strategy, Tunables};
 use crate::events::WarmStatus;
 
 /// Priority used when a request names none.
@@ -241,6 +241,58 @@ impl KeyOutcome {
             error,
         }
     }
+}
+
+/// `GET /warm/config`, and the answer to `POST /warm/config` (the
+/// configuration after the update).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigResponse {
+    /// The settings `POST /warm/config` may change; durations are
+    /// nanoseconds on the wire.
+    pub config: Tunables,
+    /// Settings fixed for the life of the process (read only).
+    pub service: ServiceInfo,
+}
+
+/// The `service` object of `GET /warm/config`: what the process was started
+/// with and cannot change at run time. Secrets are not shown (`auth` only
+/// says whether a token is required).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceInfo {
+    /// Address the HTTP API is bound to.
+    pub listen: String,
+    /// The origin: its URL template, or `demo (built-in)`.
+    pub origin: String,
+    /// HTTP version spoken to the origin: `http1`, `auto` or `http2`.
+    pub origin_http: String,
+    /// `memory`, `redis` or `redis-cluster`.
+    pub cache_backend: String,
+    /// Prefix of every cache key (empty for none).
+    pub cache_prefix: String,
+    /// NATS subject of warm-completed events, when NATS is on.
+    pub nats_subject: Option<String>,
+    /// IANA zone of the schedules.
+    pub timezone: String,
+    /// Whether the built-in schedules run.
+    pub builtin_schedules: bool,
+    /// Most keys with access history.
+    pub tracker_max_keys: usize,
+    /// Most keys in one request.
+    pub max_keys_per_request: usize,
+    /// Longest key accepted, in bytes.
+    pub max_key_len: usize,
+    /// Whether `POST` and `DELETE` need a bearer token.
+    pub auth: bool,
+}
+
+/// `POST /warm/emergency-stop` (the body is optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopRequest {
+    /// Shown as `emergency_reason` in `GET /warm/status`; default
+    /// `stopped by an operator`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// `{"error": {"code", "message"}}` of every 4xx/5xx answer.

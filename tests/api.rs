@@ -6,9 +6,11 @@ mod support;
 
 use std::time::Duration;
 
+use chrono::Timelike;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::origin::TestOrigin;
+use support::redis::PrivateRedis;
 use support::server::{TestServer, error_code, settings};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -538,6 +540,16 @@ async fn access_records_feed_prediction() {
     srv.shutdown().await;
 }
 
+/// The `next_run` of a schedule view, as an instant.
+fn next_run(view: &Value) -> chrono::DateTime<chrono::Utc> {
+    let text = view["next_run"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no next_run in {view}"));
+    chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap_or_else(|e| panic!("next_run {text:?} is not RFC 3339: {e}"))
+        .with_timezone(&chrono::Utc)
+}
+
 #[tokio::test]
 async fn schedules_endpoints() {
     let origin = TestOrigin::start().await;
@@ -581,10 +593,50 @@ async fn schedules_endpoints() {
 
     let spec = json!({"name": "nightly-catalog", "cron": "30 1 * * *", "timezone": "Europe/Paris",
         "action": {"type": "pattern", "pattern": "catalog:*", "limit": 500}, "priority": 60, "strategy": "breadth"});
+    let before = chrono::Utc::now();
     let (status, body) = srv.post("/warm/schedules", spec.clone()).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["name"], "nightly-catalog");
-    assert!(body["next_run"].is_string(), "{body}");
+    assert_eq!(body["timezone_effective"], "Europe/Paris", "{body}");
+    // The next 01:30 on a Paris wall clock (00:30 UTC in winter, 23:30 UTC
+    // the day before in summer), within a day.
+    let next = next_run(&body);
+    let paris = next.with_timezone(&chrono_tz::Europe::Paris);
+    assert_eq!(
+        (paris.hour(), paris.minute(), paris.second()),
+        (1, 30, 0),
+        "{body}"
+    );
+    assert!(
+        next > before && next <= chrono::Utc::now() + chrono::Duration::days(1),
+        "{body}"
+    );
+    // Tokyo has no summer time: 02:00 there is always 17:00 UTC the day before.
+    let tokyo = json!({"name": "tokyo-2am", "cron": "0 2 * * *", "timezone": "Asia/Tokyo",
+        "action": {"type": "predictive", "limit": 10}});
+    let before = chrono::Utc::now();
+    let (status, body) = srv.post("/warm/schedules", tokyo).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let next = next_run(&body);
+    let after = chrono::Utc::now();
+    let mut expected = before.date_naive().and_hms_opt(17, 0, 0).unwrap().and_utc();
+    if expected <= before {
+        expected += chrono::Duration::days(1);
+    }
+    // (A 17:00 UTC crossed during the request would move it by a day.)
+    assert!(
+        next == expected || (expected <= after && next == expected + chrono::Duration::days(1)),
+        "next_run {next}, expected {expected}: {body}"
+    );
+    assert_eq!(
+        next.with_timezone(&chrono_tz::Asia::Tokyo)
+            .format("%H:%M:%S")
+            .to_string(),
+        "02:00:00"
+    );
+    let (_, listed) = srv.get("/warm/schedules/tokyo-2am").await;
+    assert_eq!(next_run(&listed), next, "{listed}");
+    srv.delete("/warm/schedules/tokyo-2am").await;
     let (status, body) = srv.post("/warm/schedules", spec).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(error_code(&body), "schedule_exists");
@@ -923,5 +975,168 @@ async fn the_bearer_scheme_is_case_insensitive() {
         let body: Value = r.json().await.unwrap();
         assert_eq!(error_code(&body), "unauthorized");
     }
+    srv.shutdown().await;
+}
+
+/// The metric samples of `GET /metrics` (comments dropped, sorted: the
+/// exporter's order varies), to compare before and after requests that
+/// must change nothing.
+async fn metric_samples(srv: &TestServer) -> Vec<String> {
+    let mut samples: Vec<String> = srv
+        .metrics()
+        .await
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(str::to_string)
+        .collect();
+    samples.sort();
+    samples
+}
+
+/// Bad input to `GET /cache/{key}` (too long, empty, control characters)
+/// and to `POST /warm/emergency-stop` (malformed JSON, unknown or mistyped
+/// fields): a 4xx JSON error with a code and a message, and nothing changes
+/// (no origin request, no access or read recorded, no cache write, no stop).
+#[tokio::test]
+async fn bad_cache_reads_and_stop_bodies_are_refused_and_change_nothing() {
+    let origin = TestOrigin::start().await;
+    let mut s = settings(&origin.url_template());
+    s.service.max_key_len = 64;
+    let srv = TestServer::start(s).await;
+    let before = metric_samples(&srv).await;
+
+    let long_key = "k".repeat(65);
+    let reads: [(String, StatusCode, &str); 4] = [
+        (
+            format!("/cache/{long_key}"),
+            StatusCode::BAD_REQUEST,
+            "invalid_key",
+        ),
+        ("/cache/".into(), StatusCode::NOT_FOUND, "not_found"),
+        (
+            "/cache/a%0Ab".into(),
+            StatusCode::BAD_REQUEST,
+            "invalid_key",
+        ),
+        (
+            "/cache/a%09b".into(),
+            StatusCode::BAD_REQUEST,
+            "invalid_key",
+        ),
+    ];
+    for (path, want, code) in &reads {
+        let (status, body) = srv.get(path).await;
+        assert_eq!(status, *want, "{path} -> {body}");
+        assert_eq!(error_code(&body), *code, "{path} -> {body}");
+    }
+    assert_eq!(origin.requests(), 0);
+    assert_eq!(
+        metric_samples(&srv).await,
+        before,
+        "a refused read is not counted"
+    );
+    // The longest allowed key is still read through.
+    let (status, _) = srv.get(&format!("/cache/{}", "k".repeat(64))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(origin.request_keys(), ["k".repeat(64)]);
+    let (status, _) = srv.get(&format!("/cache/{}", "k".repeat(64))).await;
+    assert_eq!(status, StatusCode::OK);
+    let after_good = metric_samples(&srv).await;
+    assert_ne!(before, after_good, "a good read is counted");
+
+    let stops: [(&str, &str); 5] = [
+        ("{not json", "malformed_json"),
+        (r#"{"reason": "maintenance""#, "malformed_json"),
+        (
+            r#"{"reason": "maintenance", "colour": 1}"#,
+            "invalid_request",
+        ),
+        (r#"{"reason": 5}"#, "invalid_request"),
+        (r#"["maintenance"]"#, "invalid_request"),
+    ];
+    for (body, code) in stops {
+        let (status, answer) = srv.post_raw("/warm/emergency-stop", body.into()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body} -> {answer}");
+        assert_eq!(error_code(&answer), code, "{body} -> {answer}");
+    }
+    // serde would fill a request struct from an array; every endpoint
+    // wants an object.
+    let (status, answer) = srv.post_raw("/warm/key", r#"[["arr:1"]]"#.into()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(error_code(&answer), "invalid_request", "{answer}");
+    let (_, st) = srv.get("/warm/status").await;
+    assert_eq!(st["emergency_stop"], false, "{st}");
+    assert!(st.get("emergency_reason").is_none(), "{st}");
+
+    assert_eq!(metric_samples(&srv).await, after_good);
+    assert_eq!(origin.requests(), 1);
+    srv.shutdown().await;
+}
+
+/// `/readyz` asks the cache (not the origin): when the Redis it was started
+/// with stops answering, it is 503 with a JSON error saying why (while
+/// `/healthz` stays 200), and ready again once Redis is back; during
+/// shutdown it is 503 too.
+#[tokio::test]
+async fn readiness_is_lost_with_the_cache_and_comes_back() {
+    let mut redis = PrivateRedis::start().await;
+    let origin = TestOrigin::start().await;
+    let mut s = settings(&origin.url_template());
+    s.service.cache_url = redis.url();
+    let srv = TestServer::start(s).await;
+    assert_eq!(
+        srv.get("/readyz").await,
+        (StatusCode::OK, json!({"status": "ready"}))
+    );
+
+    redis.stop();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let body = loop {
+        let (status, body) = srv.get("/readyz").await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            break body;
+        }
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still ready without its cache: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(error_code(&body), "not_ready", "{body}");
+    // "cache backend unavailable: ..." or "cache command failed: ...".
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("cache "),
+        "{body}"
+    );
+    assert_eq!(
+        srv.get("/healthz").await,
+        (StatusCode::OK, json!({"status": "ok"}))
+    );
+
+    redis.restart().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = srv.get("/readyz").await;
+        if status == StatusCode::OK {
+            assert_eq!(body, json!({"status": "ready"}));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready again with its cache back: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Once shutdown has begun it is not ready either, and says so.
+    srv.engine().begin_shutdown();
+    let (status, body) = srv.get("/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(error_code(&body), "not_ready", "{body}");
+    assert_eq!(body["error"]["message"], "shutting down", "{body}");
     srv.shutdown().await;
 }

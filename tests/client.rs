@@ -5,11 +5,10 @@ mod support;
 
 use std::time::Duration;
 
-use serde_json::json;
 use support::origin::TestOrigin;
 use support::server::{TestServer, settings};
 use warming::client::{ClientError, WarmingClient};
-use warming::config::Strategy;
+use warming::config::{Strategy, TunablesUpdate};
 use warming::protocol::{
     AccessRequest, TriggerPredictiveRequest, WarmKeyRequest, WarmPatternRequest,
 };
@@ -75,13 +74,47 @@ async fn every_client_method_against_the_real_server() {
         .unwrap();
     assert!(pr.keys.contains(&"new-feature:a".to_string()), "{pr:?}");
 
+    // The configuration comes back typed, durations decoded from nanoseconds.
     let cfg = client.config().await.unwrap();
-    assert_eq!(cfg["max_origin_rps"], 0);
+    assert_eq!(cfg.config.max_origin_rps, 0);
+    assert_eq!(cfg.config.backoff_base, Duration::from_millis(10));
+    assert_eq!(cfg.config.default_ttl, Duration::from_secs(3600));
+    assert_eq!(cfg.config.default_strategy, Strategy::Priority);
+    assert_eq!(cfg.service.cache_backend, "memory");
+    assert!(cfg.service.auth);
+    // An update is the server's own update type: durations as a `Duration`
+    // (sent as nanoseconds) or as text with a unit.
     let cfg = client
-        .update_config(&json!({"max_origin_rps": 50}))
+        .update_config(&TunablesUpdate {
+            max_origin_rps: Some(50),
+            backoff_base: Some(Duration::from_millis(250).into()),
+            default_ttl: Some("2h".into()),
+            default_strategy: Some("selective".into()),
+            ..Default::default()
+        })
         .await
         .unwrap();
-    assert_eq!(cfg["max_origin_rps"], 50);
+    assert_eq!(cfg.config.max_origin_rps, 50);
+    assert_eq!(cfg.config.backoff_base, Duration::from_millis(250));
+    assert_eq!(cfg.config.default_ttl, Duration::from_secs(7200));
+    assert_eq!(cfg.config.default_strategy, Strategy::Selective);
+    assert_eq!(
+        cfg.config.concurrent_warmers, 10,
+        "fields not sent are kept"
+    );
+    assert_eq!(client.config().await.unwrap(), cfg);
+    // A refused update is a typed error and changes nothing.
+    let err = client
+        .update_config(&TunablesUpdate {
+            max_origin_rps: Some(7),
+            concurrent_warmers: Some(0),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("invalid_config"), "{err}");
+    assert!(err.to_string().contains("concurrent_warmers"), "{err}");
+    assert_eq!(client.config().await.unwrap(), cfg);
 
     let spec = ScheduleSpec {
         name: "client-test".into(),
@@ -105,8 +138,28 @@ async fn every_client_method_against_the_real_server() {
     );
     client.remove_schedule("client-test").await.unwrap();
 
-    client.emergency_stop().await.unwrap();
-    assert!(client.status().await.unwrap().emergency_stop);
+    // An emergency stop carries its reason to the status.
+    client
+        .emergency_stop(Some("origin maintenance"))
+        .await
+        .unwrap();
+    let status = client.status().await.unwrap();
+    assert!(status.emergency_stop);
+    assert_eq!(
+        status.emergency_reason.as_deref(),
+        Some("origin maintenance")
+    );
+    client.resume().await.unwrap();
+    let status = client.status().await.unwrap();
+    assert!(!status.emergency_stop);
+    assert_eq!(status.emergency_reason, None);
+    client.emergency_stop(None).await.unwrap();
+    let status = client.status().await.unwrap();
+    assert!(status.emergency_stop);
+    assert_eq!(
+        status.emergency_reason.as_deref(),
+        Some("stopped by an operator")
+    );
     client.resume().await.unwrap();
     assert!(!client.status().await.unwrap().emergency_stop);
 

@@ -9,11 +9,25 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::origin::TestOrigin;
+use support::redis::PrivateRedis;
 use support::server::free_port;
 
 fn spawn(origin: &str, port: u16, state: &std::path::Path) -> Child {
+    spawn_with(origin, port, state, &[], &[])
+}
+
+/// [`spawn`] with more `serve` arguments and environment variables.
+fn spawn_with(
+    origin: &str,
+    port: u16,
+    state: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Child {
     Command::new(env!("CARGO_BIN_EXE_warming"))
         .arg("serve")
+        .args(args)
+        .envs(env.iter().copied())
         .env("WARMING_LISTEN", format!("127.0.0.1:{port}"))
         .env("WARMING_ORIGIN_URL", origin)
         .env("WARMING_STATE_DIR", state)
@@ -120,6 +134,168 @@ async fn sigterm_saves_queued_work_and_the_next_start_finishes_it() {
         !state.path().join("pending.json").exists(),
         "nothing left to save"
     );
+}
+
+/// Waits until the origin has received a request for `key`.
+async fn wait_fetching(origin: &TestOrigin, key: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while origin.requests_for(key) == 0 {
+        assert!(Instant::now() < deadline, "{key} never reached the origin");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Polls `GET /warm/jobs/{id}` until done; returns the job.
+async fn wait_job(http: &reqwest::Client, base: &str, job_id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let job: Value = http
+            .get(format!("{base}/warm/jobs/{job_id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if job["done"] == true {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "job never finished: {job}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The keys saved in `pending.json`, if the file exists.
+fn saved_keys(state: &std::path::Path) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(state.join("pending.json")).ok()?;
+    let tasks: Vec<Value> = serde_json::from_str(&text).unwrap();
+    Some(
+        tasks
+            .iter()
+            .map(|t| t["key"].as_str().unwrap().to_string())
+            .collect(),
+    )
+}
+
+/// SIGTERM while a worker fetches a key from a slow origin and a
+/// read-through request waits for it too: draining HTTP and the workers
+/// share one `--grace` deadline, so the process exits 0 within grace plus a
+/// small margin (they used to run one after the other, about twice the
+/// grace). A key that finishes within the grace period is written and not
+/// saved; a key still in flight at the deadline is saved to `pending.json`
+/// and warmed by the next start: never lost.
+///
+/// Multi-threaded: `terminate` blocks its thread while the test origin
+/// answers on another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_shares_one_grace_deadline_and_loses_no_in_flight_key() {
+    const GRACE: Duration = Duration::from_secs(2);
+    const MARGIN: Duration = Duration::from_millis(900);
+    let grace = GRACE.as_secs().to_string();
+    let cache_server = PrivateRedis::start().await;
+    let mut cache = support::redis::connect(&cache_server.url()).await;
+    let cache_url = cache_server.url();
+    let env = [("WARMING_CACHE_URL", cache_url.as_str())];
+    let origin = TestOrigin::start().await;
+    let http = reqwest::Client::new();
+    let state = tempfile::tempdir().unwrap();
+    let warm = |base: String, key: &'static str| {
+        let http = http.clone();
+        async move {
+            let r: Value = http
+                .post(format!("{base}/warm/key"))
+                .json(&json!({"keys": [key]}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(r["queued"], 1, "{r}");
+            r["job_id"].as_str().unwrap().to_string()
+        }
+    };
+
+    // 1. The key finishes within the grace period: written, nothing saved,
+    //    and the exit does not wait for the rest of the grace period.
+    origin.set_latency(Duration::from_millis(500));
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = spawn_with(
+        &origin.url_template(),
+        port,
+        state.path(),
+        &["--grace", &grace],
+        &env,
+    );
+    wait_ready(&http, &base).await;
+    warm(base.clone(), "quick:1").await;
+    wait_fetching(&origin, "quick:1").await;
+    let started = Instant::now();
+    let status = terminate(&mut child);
+    let took = started.elapsed();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(took < GRACE, "exit took {took:?}");
+    let value: Option<String> = redis::cmd("GET")
+        .arg("quick:1")
+        .query_async(&mut cache)
+        .await
+        .unwrap();
+    assert_eq!(value.as_deref(), Some("value-of:quick:1"));
+    assert_eq!(saved_keys(state.path()), None, "nothing left to save");
+
+    // 2. The key is still in flight at the deadline, and a read-through
+    //    request is running as well.
+    origin.set_latency(Duration::from_secs(4));
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = spawn_with(
+        &origin.url_template(),
+        port,
+        state.path(),
+        &["--grace", &grace],
+        &env,
+    );
+    wait_ready(&http, &base).await;
+    let job_id = warm(base.clone(), "slow:1").await;
+    wait_fetching(&origin, "slow:1").await;
+    let read = tokio::spawn(http.get(format!("{base}/cache/slow:read")).send());
+    wait_fetching(&origin, "slow:read").await;
+    let started = Instant::now();
+    let status = terminate(&mut child);
+    let took = started.elapsed();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        took < GRACE + MARGIN,
+        "exit took {took:?}, more than --grace {GRACE:?} + {MARGIN:?}"
+    );
+    let _ = read.await;
+    assert_eq!(saved_keys(state.path()), Some(vec!["slow:1".to_string()]));
+    let value: Option<String> = redis::cmd("GET")
+        .arg("slow:1")
+        .query_async(&mut cache)
+        .await
+        .unwrap();
+    assert_eq!(value, None, "cut off before the origin answered");
+
+    // The next start warms it under its old job id.
+    origin.set_latency(Duration::ZERO);
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = spawn_with(&origin.url_template(), port, state.path(), &[], &env);
+    wait_ready(&http, &base).await;
+    let job = wait_job(&http, &base, &job_id).await;
+    assert_eq!(job["source"], "restored", "{job}");
+    assert_eq!(job["succeeded"], 1, "{job}");
+    let value: Option<String> = redis::cmd("GET")
+        .arg("slow:1")
+        .query_async(&mut cache)
+        .await
+        .unwrap();
+    assert_eq!(value.as_deref(), Some("value-of:slow:1"));
+    assert_eq!(origin.requests_for("slow:1"), 2);
+    assert!(terminate(&mut child).success());
+    assert_eq!(saved_keys(state.path()), None, "restored, then removed");
 }
 
 #[test]

@@ -263,6 +263,76 @@ async fn strategies_order_the_queue() {
     srv.shutdown().await;
 }
 
+/// The response's key order is only a promise: with one worker, the origin
+/// must be asked for the keys in that order, for every strategy. A slow
+/// "blocker" key keeps the only worker busy while the whole request is
+/// queued, so the order the origin sees is the queue's, not the intake's.
+#[tokio::test]
+async fn one_worker_fetches_in_the_strategy_order() {
+    let origin = TestOrigin::start().await;
+    let mut s = settings(&origin.url_template());
+    s.tunables.concurrent_warmers = 1;
+    let srv = TestServer::start(s).await;
+    // Hotness: x hottest, then y; z never read.
+    let mut accesses = Vec::new();
+    for prefix in ["sel", "pri"] {
+        accesses.extend(std::iter::repeat_n(format!("{prefix}:x"), 20));
+        accesses.extend(std::iter::repeat_n(format!("{prefix}:y"), 5));
+    }
+    let (status, _) = srv.post("/warm/access", json!({"keys": accesses})).await;
+    assert_eq!(status, StatusCode::OK);
+    origin.set_latency(Duration::from_millis(150));
+
+    let cases: [(&str, Vec<&str>, Vec<&str>); 3] = [
+        (
+            "selective",
+            vec!["sel:z", "sel:y", "sel:x"],
+            vec!["sel:x", "sel:y", "sel:z"],
+        ),
+        (
+            "breadth",
+            vec!["b:1:posts:9", "b:1", "b:1:posts", "b:2"],
+            vec!["b:1", "b:2", "b:1:posts", "b:1:posts:9"],
+        ),
+        (
+            "priority",
+            vec!["pri:z", "pri:y", "pri:x"],
+            vec!["pri:x", "pri:y", "pri:z"],
+        ),
+    ];
+    for (strategy, keys, expected) in cases {
+        origin.reset_counts();
+        let blocker = format!("blocker:{strategy}");
+        let (_, b) = srv
+            .post("/warm/key", json!({"keys": [blocker], "priority": 100}))
+            .await;
+        let deadline = Instant::now() + WAIT;
+        while origin.requests_for(&blocker) == 0 {
+            assert!(Instant::now() < deadline, "blocker never fetched");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let (status, r) = srv
+            .post(
+                "/warm/key",
+                json!({"keys": keys, "strategy": strategy, "priority": 90}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{r}");
+        assert_eq!(keys_of(&r, "keys"), expected, "{strategy} answer: {r}");
+        srv.wait_job(b["job_id"].as_str().unwrap(), WAIT).await;
+        let job = srv.wait_job(r["job_id"].as_str().unwrap(), WAIT).await;
+        assert_eq!(job["succeeded"], expected.len(), "{job}");
+        let mut fetched = vec![blocker.as_str()];
+        fetched.extend(&expected);
+        assert_eq!(
+            origin.request_keys(),
+            fetched,
+            "{strategy}: the origin's order"
+        );
+    }
+    srv.shutdown().await;
+}
+
 #[tokio::test]
 async fn priority_strategy_prefers_cheap_hot_keys() {
     let origin = TestOrigin::start().await;

@@ -3,12 +3,11 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Deserialize;
 
 use super::AppState;
 use super::error::{ApiError, ApiJson, ApiPath, OptionalJson};
 use crate::config::TunablesUpdate;
-use crate::protocol::StatusResponse;
+use crate::protocol::{ConfigResponse, StatusResponse, StopRequest};
 use crate::schedule::{ScheduleSpec, ScheduleView};
 
 /// `GET /warm/status`
@@ -17,8 +16,8 @@ pub async fn status(State(s): State<AppState>) -> Result<Json<StatusResponse>, A
 }
 
 /// `GET /warm/config`
-pub async fn get_config(State(s): State<AppState>) -> Json<serde_json::Value> {
-    Json(s.engine.config_json())
+pub async fn get_config(State(s): State<AppState>) -> Json<ConfigResponse> {
+    Json(s.engine.config_view())
 }
 
 /// `POST /warm/config`: all or nothing. Read as JSON first, so a value of
@@ -26,7 +25,7 @@ pub async fn get_config(State(s): State<AppState>) -> Json<serde_json::Value> {
 pub async fn update_config(
     State(s): State<AppState>,
     ApiJson(body): ApiJson<serde_json::Value>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ConfigResponse>, ApiError> {
     let update = TunablesUpdate::from_json(&body)?;
     let body = s
         .engine
@@ -35,13 +34,6 @@ pub async fn update_config(
         .map_err(ApiError::validation)?;
     s.engine.apply_worker_count();
     Ok(Json(body))
-}
-
-/// Optional body of `POST /warm/emergency-stop`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StopRequest {
-    pub reason: Option<String>,
 }
 
 /// `POST /warm/emergency-stop`

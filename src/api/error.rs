@@ -159,8 +159,12 @@ impl From<ReadError> for ApiError {
     }
 }
 
+/// Reads a request body. Every body of the API is a JSON object; serde
+/// would also fill a struct from an array (`["maintenance"]` as
+/// `{"reason": "maintenance"}`), so any other JSON value that happens to
+/// decode is refused as `invalid_request`.
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| {
+    let value = serde_json::from_slice(bytes).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
             Category::Syntax | Category::Eof | Category::Io => ApiError::new(
@@ -172,7 +176,16 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
             }
         }
-    })
+    })?;
+    // It decoded, so it is valid JSON: its first non-blank byte tells its type.
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Ok(value),
+        _ => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the request body must be a JSON object",
+        )),
+    }
 }
 
 async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {

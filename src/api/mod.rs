@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
-use crate::warm::Engine;
+use crate::warm::{Engine, shutdown_reserve};
 use error::ApiError;
 
 /// Shared by every handler.
@@ -181,16 +181,25 @@ impl Server {
         })
     }
 
-    /// Orderly stop: no new requests, running requests finish, workers finish
-    /// their key, unfinished work is saved, events are flushed.
+    /// Orderly stop, all within one deadline `grace` from now: no new
+    /// requests or work; running requests and the workers' in-flight keys
+    /// get until the deadline less [`shutdown_reserve`], at the same time;
+    /// then unfinished work (still queued, or in flight past that point) is
+    /// saved and events are flushed by the deadline.
     pub async fn shutdown(self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        let drained = deadline - shutdown_reserve(grace);
         self.stopping.cancel();
-        match tokio::time::timeout(grace, self.http).await {
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server ended with an error"),
-            Err(_) => tracing::warn!("HTTP connections still open after the grace period"),
-            _ => {}
-        }
-        self.engine.shutdown(grace).await;
+        self.engine.begin_shutdown();
+        let http = async {
+            match tokio::time::timeout_at(drained, self.http).await {
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server ended with an error"),
+                Err(_) => tracing::warn!("HTTP requests still running at the shutdown deadline"),
+                _ => {}
+            }
+        };
+        tokio::join!(http, self.engine.wait_workers(drained));
+        self.engine.finish_shutdown(deadline).await;
     }
 
     /// `http://addr` for clients and tests.

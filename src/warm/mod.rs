@@ -45,9 +45,9 @@ use crate::origin::retry::{FetchObserver, GuardedOrigin};
 use crate::origin::{self, OriginError};
 use crate::predict::{self, Predictor, Write};
 use crate::protocol::{
-    AccessRequest, AccessTime, DEFAULT_PATTERN_LIMIT, DEFAULT_PRIORITY, JobView, StatusResponse,
-    TriggerPredictiveRequest, WarmKeyRequest, WarmPatternRequest, WarmPatternResponse,
-    WarmResponse,
+    AccessRequest, AccessTime, ConfigResponse, DEFAULT_PATTERN_LIMIT, DEFAULT_PRIORITY, JobView,
+    ServiceInfo, StatusResponse, TriggerPredictiveRequest, WarmKeyRequest, WarmPatternRequest,
+    WarmPatternResponse, WarmResponse,
 };
 use crate::readthrough::{ReadError, ReadSource, ReadThrough};
 use crate::schedule::{ScheduleAction, ScheduleRunner, ScheduleSpec, Scheduler};
@@ -931,32 +931,33 @@ impl Engine {
     }
 
     /// `GET /warm/config`.
-    pub fn config_json(&self) -> serde_json::Value {
+    pub fn config_view(&self) -> ConfigResponse {
         let s = &self.service;
-        serde_json::json!({
-            "config": self.tunables.load().to_json(),
-            "service": {
-                "listen": s.listen,
-                "origin": self.origin.origin().describe(),
-                "origin_http": s.origin_http.as_str(),
-                "cache_backend": self.cache.backend(),
-                "cache_prefix": s.cache_prefix,
-                "nats_subject": s.nats_url.as_ref().map(|_| s.nats_subject.clone()),
-                "timezone": s.timezone,
-                "builtin_schedules": s.builtin_schedules,
-                "tracker_max_keys": s.tracker_max_keys,
-                "max_keys_per_request": s.max_keys_per_request,
-                "max_key_len": s.max_key_len,
-                "auth": s.api_token.is_some(),
-            }
-        })
+        ConfigResponse {
+            config: Tunables::clone(&self.tunables.load()),
+            service: ServiceInfo {
+                listen: s.listen.clone(),
+                origin: self.origin.origin().describe(),
+                origin_http: s.origin_http.as_str().to_string(),
+                cache_backend: self.cache.backend().to_string(),
+                cache_prefix: s.cache_prefix.clone(),
+                nats_subject: s.nats_url.as_ref().map(|_| s.nats_subject.clone()),
+                timezone: s.timezone.clone(),
+                builtin_schedules: s.builtin_schedules,
+                tracker_max_keys: s.tracker_max_keys,
+                max_keys_per_request: s.max_keys_per_request,
+                max_key_len: s.max_key_len,
+                auth: s.api_token.is_some(),
+            },
+        }
     }
 
-    /// `POST /warm/config`: validated as a whole, then swapped in; on error nothing changes.
+    /// `POST /warm/config`: validated as a whole, then swapped in; on error
+    /// nothing changes. Answers the configuration after the update.
     pub async fn update_config(
         &self,
         update: TunablesUpdate,
-    ) -> Result<serde_json::Value, Vec<FieldError>> {
+    ) -> Result<ConfigResponse, Vec<FieldError>> {
         let _serial = self.config_lock.lock().await;
         let current = self.tunables.load_full();
         let next = update.apply_to(&current, Duration::from_nanos(1))?;
@@ -967,7 +968,7 @@ impl Engine {
                 tracing::warn!(error = %e, "configuration applied here but not shared with the cluster");
             }
         }
-        Ok(self.config_json())
+        Ok(self.config_view())
     }
 
     /// Installs `next` (validated) in place of `current`.
@@ -1112,19 +1113,45 @@ impl Engine {
         tracing::info!(keys = n, "restored unfinished work from the previous run");
     }
 
-    /// Stops taking work, lets workers finish their key (up to `grace`),
-    /// persists everything still queued or in flight, flushes events.
+    /// Stops taking work, lets workers finish their key, persists everything
+    /// still queued or in flight, flushes events: all within `grace` (see
+    /// [`shutdown_reserve`]). [`crate::api::Server::shutdown`] runs the same
+    /// steps while the HTTP server drains.
     pub async fn shutdown(&self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        self.begin_shutdown();
+        self.wait_workers(deadline - shutdown_reserve(grace)).await;
+        self.finish_shutdown(deadline).await;
+    }
+
+    /// First step of shutdown: new work is refused (`/readyz` answers 503)
+    /// and every worker stops after its current key.
+    pub fn begin_shutdown(&self) {
         self.accepting
             .store(false, std::sync::atomic::Ordering::Release);
         self.workers_stop.cancel();
         self.worker_tasks.close();
-        if tokio::time::timeout(grace, self.worker_tasks.wait())
+    }
+
+    /// Waits until every worker has finished its current key, or `until`.
+    /// Returns whether they all finished.
+    pub async fn wait_workers(&self, until: tokio::time::Instant) -> bool {
+        let done = tokio::time::timeout_at(until, self.worker_tasks.wait())
             .await
-            .is_err()
-        {
-            tracing::warn!("workers still busy after the grace period; handing their keys back");
+            .is_ok();
+        if !done {
+            tracing::warn!(
+                "workers still busy at the shutdown deadline; saving their keys for the next start"
+            );
         }
+        done
+    }
+
+    /// Last step of shutdown: saves (or, with coordination, hands back)
+    /// every key still queued or in flight, whatever the time, then flushes
+    /// NATS events and stops the background loops (access-log flush
+    /// included) until `deadline`.
+    pub async fn finish_shutdown(&self, deadline: tokio::time::Instant) {
         let left = self.queue.drain_all();
         if let Some(c) = &self.cluster {
             // The shared queue keeps the work: give back what this instance
@@ -1161,11 +1188,18 @@ impl Engine {
             }
         }
         if let Some(n) = self.events.nats() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), n.flush()).await;
+            if tokio::time::timeout_at(deadline, n.flush()).await.is_err() {
+                tracing::warn!("NATS events not flushed by the shutdown deadline");
+            }
         }
         self.background_stop.cancel();
         self.background.close();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.background.wait()).await;
+        if tokio::time::timeout_at(deadline, self.background.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("background tasks still running at the shutdown deadline");
+        }
         let m = self.telemetry.snapshot();
         tracing::info!(
             jobs_total = m.jobs_total,
@@ -1199,6 +1233,13 @@ impl Engine {
         tokio::fs::rename(&tmp, &path).await?;
         Ok(path)
     }
+}
+
+/// The part of the shutdown grace period kept for its last steps (saving
+/// unfinished work, flushing NATS events and the access log): a fifth of the
+/// grace period, at most 1 s. Requests and in-flight keys get the rest.
+pub fn shutdown_reserve(grace: Duration) -> Duration {
+    (grace / 5).min(Duration::from_secs(1))
 }
 
 /// The result of [`Engine::submit`].

@@ -17,6 +17,7 @@
 //! | question | accessor |
 //! |---|---|
 //! | how many requests, in total or for one key | [`requests`](TestOrigin::requests), [`requests_for`](TestOrigin::requests_for) |
+//! | which keys were asked for, in arrival order (dispatch order checks) | [`request_keys`](TestOrigin::request_keys) |
 //! | when they arrived (rate checks) | [`request_times`](TestOrigin::request_times) |
 //! | most requests in flight at once | [`max_concurrency`](TestOrigin::max_concurrency) |
 //! | requests to any other path (a key that escaped its segment) | [`stray_requests`](TestOrigin::stray_requests) |
@@ -91,6 +92,8 @@ struct Script {
 #[derive(Default)]
 struct Log {
     per_key: HashMap<String, usize>,
+    /// The key of every item request, in arrival order.
+    keys: Vec<String>,
     times: Vec<Instant>,
     stray: Vec<String>,
     versions: Vec<Version>,
@@ -203,6 +206,12 @@ impl TestOrigin {
         self.state.log.lock().per_key.get(key).copied().unwrap_or(0)
     }
 
+    /// The (decoded) key of every request on the item routes, in the order
+    /// the requests arrived; retries appear once per attempt.
+    pub fn request_keys(&self) -> Vec<String> {
+        self.state.log.lock().keys.clone()
+    }
+
     /// Arrival time of every request on the item routes, in order.
     pub fn request_times(&self) -> Vec<Instant> {
         self.state.log.lock().times.clone()
@@ -237,7 +246,7 @@ impl TestOrigin {
         self.state.log.lock().stray.clone()
     }
 
-    /// Clears counters, arrival times, stray requests and the concurrency
+    /// Clears counters, arrival times and keys, stray requests and the concurrency
     /// high-water mark; the script (latency, statuses, queues) is kept.
     pub fn reset_counts(&self) {
         let mut log = self.state.log.lock();
@@ -326,6 +335,7 @@ async fn answer(shared: &Shared, version: Version, key: String) -> Response<Body
         let mut log = shared.log.lock();
         log.times.push(Instant::now());
         log.versions.push(version);
+        log.keys.push(key.clone());
         *log.per_key.entry(key.clone()).or_default() += 1;
     }
     let (latency, status, max_age, retry_after, redirect) = {
