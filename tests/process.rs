@@ -108,26 +108,8 @@ async fn sigterm_saves_queued_work_and_the_next_start_finishes_it() {
     let base = format!("http://127.0.0.1:{port}");
     let mut child = spawn(&origin.url_template(), port, state.path());
     wait_ready(&http, &base).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let job: Value = http
-            .get(format!("{base}/warm/jobs/{job_id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if job["done"] == true {
-            assert_eq!(job["succeeded"], 10, "{job}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "restored job never finished: {job}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let job = wait_job(&http, &base, &job_id).await;
+    assert_eq!(job["succeeded"], 10, "restored job: {job}");
     assert_eq!(origin.requests(), 10);
     assert!(terminate(&mut child).success());
     assert!(
@@ -372,19 +354,7 @@ fn replay_command_writes_table_json_and_chart() {
         "oracle-seen",
     ] {
         let m = &report["modes"][mode];
-        for field in [
-            "requests",
-            "hits",
-            "hit_ratio",
-            "misses_cold",
-            "misses_expired",
-            "misses_evicted",
-            "origin_fetches_demand",
-            "origin_fetches_warming",
-            "wasted_warms",
-            "peak_origin_rps",
-            "stampedes",
-        ] {
+        for field in support::REPLAY_FIELDS {
             assert!(m[field].is_number(), "{mode}.{field}: {m}");
         }
         assert_eq!(m["requests"], 600, "{mode}");

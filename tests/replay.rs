@@ -306,19 +306,7 @@ fn replay_of_a_slice_is_consistent() {
     );
     assert!(get("heuristic").unwrap().origin_fetches_warming > 0);
     let j = replay::report::json(&r);
-    for field in [
-        "requests",
-        "hits",
-        "hit_ratio",
-        "misses_cold",
-        "misses_expired",
-        "misses_evicted",
-        "origin_fetches_demand",
-        "origin_fetches_warming",
-        "wasted_warms",
-        "peak_origin_rps",
-        "stampedes",
-    ] {
+    for field in support::REPLAY_FIELDS {
         assert!(j["modes"]["none"].get(field).is_some(), "{field}");
     }
     assert!(j["modes"]["heuristic"]["quality"].is_array());

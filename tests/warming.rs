@@ -394,6 +394,17 @@ async fn pattern_warming_matches_known_keys() {
     srv.shutdown().await;
 }
 
+/// Registers `refresh`, a `refresh` schedule (limit 10) firing every second.
+async fn register_refresh_every_second(srv: &TestServer) {
+    let (status, body) = srv
+        .post(
+            "/warm/schedules",
+            json!({"name": "refresh", "cron": "* * * * * *", "action": {"type": "refresh", "limit": 10}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
 /// A `refresh` schedule warms, of the predicted keys, those whose cached
 /// value is missing or expires before its next firing (+ the origin
 /// timeout), and leaves keys with plenty of TTL alone.
@@ -419,13 +430,7 @@ async fn a_refresh_schedule_warms_only_keys_about_to_expire() {
 
     // Every second: horizon = 1 s to the next firing + 2 s origin timeout,
     // so the 3 s value is due within a second or two, the 600 s one never.
-    let (status, body) = srv
-        .post(
-            "/warm/schedules",
-            json!({"name": "refresh", "cron": "* * * * * *", "action": {"type": "refresh", "limit": 10}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    register_refresh_every_second(&srv).await;
     let deadline = Instant::now() + WAIT;
     while origin.requests_for("rf:missing") == 0 || origin.requests_for("rf:expiring") == 0 {
         assert!(
@@ -467,13 +472,7 @@ async fn a_refresh_schedule_does_not_ask_again_for_a_key_the_origin_lacks() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, body) = srv
-        .post(
-            "/warm/schedules",
-            json!({"name": "refresh", "cron": "* * * * * *", "action": {"type": "refresh", "limit": 10}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    register_refresh_every_second(&srv).await;
     let deadline = Instant::now() + WAIT;
     while origin.requests_for("rf:gone") == 0 || origin.requests_for("rf:here") == 0 {
         assert!(Instant::now() < deadline, "refresh never fired");

@@ -9,3 +9,18 @@ pub mod origin;
 pub mod redis;
 pub mod redis_cluster;
 pub mod server;
+
+/// The per-mode figures issue 3 asks `warming replay --json` to report.
+pub const REPLAY_FIELDS: [&str; 11] = [
+    "requests",
+    "hits",
+    "hit_ratio",
+    "misses_cold",
+    "misses_expired",
+    "misses_evicted",
+    "origin_fetches_demand",
+    "origin_fetches_warming",
+    "wasted_warms",
+    "peak_origin_rps",
+    "stampedes",
+];
