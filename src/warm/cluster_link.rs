@@ -444,7 +444,10 @@ impl Engine {
             return;
         }
         c.hold(claimed);
-        self.queue.push_many(vec![task]);
+        // Closed for shutdown: the held claim is handed back with the rest
+        // (or, if the hand-back already ran, redelivered after the
+        // visibility timeout).
+        let _ = self.queue.push_many(vec![task]);
         self.telemetry.queue_length(self.queue.len());
     }
 

@@ -550,8 +550,13 @@ impl Engine {
                 c.queue.push_many(tasks).await?
             }
             None => {
+                // The job exists before a worker can finish one of its keys.
+                // Refused once shutdown has drained the queue: the caller
+                // hears 503 instead of its work vanishing unsaved.
                 self.jobs.create(&job_id, source, strategy, statuses);
-                self.queue.push_many(tasks)
+                self.queue
+                    .push_many(tasks)
+                    .map_err(|_| EngineError::ShuttingDown)?
             }
         };
         let dedup: Vec<String> = candidate_keys
@@ -1098,7 +1103,8 @@ impl Engine {
             );
             n += tasks.len();
             let keys: Vec<String> = tasks.iter().map(|t| t.key.clone()).collect();
-            let accepted = self.queue.push_many(tasks);
+            // At start-up: the queue is open.
+            let accepted = self.queue.push_many(tasks).unwrap_or_default();
             let dup: Vec<String> = keys
                 .into_iter()
                 .zip(accepted)

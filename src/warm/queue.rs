@@ -62,7 +62,13 @@ struct Inner {
     /// Keys being warmed right now, with their task (handed back on shutdown).
     in_flight: HashMap<String, (Task, Instant)>,
     next_seq: u64,
+    /// Set by [`WarmQueue::drain_all`]: what was not drained would be lost.
+    closed: bool,
 }
+
+/// The queue was drained for shutdown and takes no more work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueClosed;
 
 /// Priority queue with deduplication of queued and in-flight keys.
 #[derive(Default)]
@@ -77,11 +83,15 @@ impl WarmQueue {
     }
 
     /// Queues each task unless its key is already queued or in flight.
-    /// Returns, per task, whether it was queued (`false` = deduplicated).
-    pub fn push_many(&self, tasks: Vec<Task>) -> Vec<bool> {
+    /// Returns, per task, whether it was queued (`false` = deduplicated);
+    /// after [`WarmQueue::drain_all`] nothing is queued ([`QueueClosed`]).
+    pub fn push_many(&self, tasks: Vec<Task>) -> Result<Vec<bool>, QueueClosed> {
         let mut accepted = Vec::with_capacity(tasks.len());
         {
             let mut inner = self.inner.lock();
+            if inner.closed {
+                return Err(QueueClosed);
+            }
             for mut task in tasks {
                 if inner.queued.contains_key(&task.key) || inner.in_flight.contains_key(&task.key) {
                     accepted.push(false);
@@ -97,7 +107,7 @@ impl WarmQueue {
         if accepted.iter().any(|a| *a) {
             self.notify.notify_waiters();
         }
-        accepted
+        Ok(accepted)
     }
 
     /// Takes the best task, marking its key in flight.
@@ -174,6 +184,7 @@ impl WarmQueue {
     /// Used at shutdown to persist work that was accepted but not done.
     pub fn drain_all(&self) -> Vec<Task> {
         let mut inner = self.inner.lock();
+        inner.closed = true;
         let mut out: Vec<Task> = inner.in_flight.drain().map(|(_, (t, _))| t).collect();
         out.sort_by_key(|t| t.seq);
         let mut rest: Vec<Task> = std::mem::take(&mut inner.heap)
@@ -210,7 +221,8 @@ mod tests {
             task("b", 90),
             task("c", 10),
             task("d", 90),
-        ]);
+        ])
+        .unwrap();
         let order: Vec<_> = std::iter::from_fn(|| q.try_pop()).map(|t| t.key).collect();
         assert_eq!(order, ["b", "d", "a", "c"]);
     }
@@ -220,14 +232,18 @@ mod tests {
         let q = WarmQueue::new();
         assert_eq!(
             q.push_many(vec![task("a", 1), task("a", 5), task("b", 1)]),
-            [true, false, true]
+            Ok(vec![true, false, true])
         );
         let t = q.try_pop().unwrap();
-        assert_eq!(q.push_many(vec![task(&t.key, 1)]), [false], "in flight");
+        assert_eq!(
+            q.push_many(vec![task(&t.key, 1)]),
+            Ok(vec![false]),
+            "in flight"
+        );
         q.finish(&t.key);
         assert_eq!(
             q.push_many(vec![task(&t.key, 1)]),
-            [true],
+            Ok(vec![true]),
             "finished keys may be queued again"
         );
     }
@@ -235,13 +251,18 @@ mod tests {
     #[test]
     fn drain_returns_in_flight_then_queue_order() {
         let q = WarmQueue::new();
-        q.push_many(vec![task("a", 1), task("b", 2), task("c", 3)]);
+        q.push_many(vec![task("a", 1), task("b", 2), task("c", 3)])
+            .unwrap();
         let first = q.try_pop().unwrap();
         assert_eq!(first.key, "c");
         let all: Vec<_> = q.drain_all().into_iter().map(|t| t.key).collect();
         assert_eq!(all, ["c", "b", "a"]);
         assert!(q.is_empty());
         assert_eq!(q.in_flight(), 0);
+        // Drained for shutdown: a late push is refused, not kept where
+        // nothing would save it.
+        assert_eq!(q.push_many(vec![task("late", 1)]), Err(QueueClosed));
+        assert!(q.is_empty());
     }
 
     #[tokio::test]
@@ -252,7 +273,7 @@ mod tests {
         let s2 = stop.clone();
         let waiter = tokio::spawn(async move { q2.next(&s2).await });
         tokio::task::yield_now().await;
-        q.push_many(vec![task("x", 1)]);
+        q.push_many(vec![task("x", 1)]).unwrap();
         assert_eq!(waiter.await.unwrap().unwrap().key, "x");
         stop.cancel();
         assert!(q.next(&stop).await.is_none());
