@@ -37,8 +37,8 @@ use crate::config::TunablesUpdate;
 use crate::events::WarmCompleted;
 use crate::protocol::{
     AccessRequest, AccessResponse, ConfigResponse, ErrorBody, JobView, StatusResponse, StopRequest,
-    TriggerPredictiveRequest, WarmKeyRequest, WarmPatternRequest, WarmPatternResponse,
-    WarmResponse,
+    StopResponse, TriggerPredictiveRequest, WarmKeyRequest, WarmPatternRequest,
+    WarmPatternResponse, WarmResponse,
 };
 use crate::schedule::{ScheduleSpec, ScheduleView};
 
@@ -289,22 +289,23 @@ impl WarmingClient {
     /// `POST /warm/emergency-stop`: pauses every worker (queued work is
     /// kept) until [`resume`](Self::resume). `reason` is shown as
     /// `emergency_reason` in [`status`](Self::status); without one the
-    /// service says `stopped by an operator`.
-    pub async fn emergency_stop(&self, reason: Option<&str>) -> Result<(), ClientError> {
+    /// service says `stopped by an operator`. `changed` in the answer is
+    /// false when the service was stopped already.
+    pub async fn emergency_stop(&self, reason: Option<&str>) -> Result<StopResponse, ClientError> {
         let body = StopRequest {
             reason: reason.map(str::to_string),
         };
-        self.send_ignore(
+        self.send(
             self.request(Method::POST, "/warm/emergency-stop")
                 .json(&body),
         )
         .await
     }
 
-    /// `POST /warm/resume`: lifts an emergency stop.
-    pub async fn resume(&self) -> Result<(), ClientError> {
-        self.send_ignore(self.request(Method::POST, "/warm/resume"))
-            .await
+    /// `POST /warm/resume`: lifts an emergency stop (`changed` false when
+    /// there was none).
+    pub async fn resume(&self) -> Result<StopResponse, ClientError> {
+        self.send(self.request(Method::POST, "/warm/resume")).await
     }
 
     /// `GET /warm/events`: warm-completed events as they happen (Server-Sent

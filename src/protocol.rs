@@ -295,6 +295,16 @@ pub struct StopRequest {
     pub reason: Option<String>,
 }
 
+/// Response of `POST /warm/emergency-stop` and `POST /warm/resume`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopResponse {
+    pub success: bool,
+    /// Whether dispatching is stopped now.
+    pub emergency_stop: bool,
+    /// Whether this request changed it (false: it already was so).
+    pub changed: bool,
+}
+
 /// `{"error": {"code", "message"}}` of every 4xx/5xx answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {

@@ -139,17 +139,28 @@ async fn every_client_method_against_the_real_server() {
     client.remove_schedule("client-test").await.unwrap();
 
     // An emergency stop carries its reason to the status.
-    client
+    let stop = client
         .emergency_stop(Some("origin maintenance"))
         .await
         .unwrap();
+    assert!(stop.emergency_stop && stop.changed, "{stop:?}");
+    let again = client
+        .emergency_stop(Some("origin maintenance"))
+        .await
+        .unwrap();
+    assert!(
+        again.emergency_stop && !again.changed,
+        "already stopped: {again:?}"
+    );
     let status = client.status().await.unwrap();
     assert!(status.emergency_stop);
     assert_eq!(
         status.emergency_reason.as_deref(),
         Some("origin maintenance")
     );
-    client.resume().await.unwrap();
+    let resumed = client.resume().await.unwrap();
+    assert!(!resumed.emergency_stop && resumed.changed, "{resumed:?}");
+    assert!(!client.resume().await.unwrap().changed, "nothing to resume");
     let status = client.status().await.unwrap();
     assert!(!status.emergency_stop);
     assert_eq!(status.emergency_reason, None);

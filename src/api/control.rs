@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use super::AppState;
 use super::error::{ApiError, ApiJson, ApiPath, OptionalJson};
 use crate::config::TunablesUpdate;
-use crate::protocol::{ConfigResponse, StatusResponse, StopRequest};
+use crate::protocol::{ConfigResponse, StatusResponse, StopRequest, StopResponse};
 use crate::schedule::{ScheduleSpec, ScheduleView};
 
 /// `GET /warm/status`
@@ -40,15 +40,23 @@ pub async fn update_config(
 pub async fn emergency_stop(
     State(s): State<AppState>,
     OptionalJson(req): OptionalJson<StopRequest>,
-) -> Json<serde_json::Value> {
+) -> Json<StopResponse> {
     let changed = s.engine.emergency_stop(req.reason).await;
-    Json(serde_json::json!({"success": true, "emergency_stop": true, "changed": changed}))
+    Json(StopResponse {
+        success: true,
+        emergency_stop: true,
+        changed,
+    })
 }
 
 /// `POST /warm/resume`
-pub async fn resume(State(s): State<AppState>) -> Json<serde_json::Value> {
+pub async fn resume(State(s): State<AppState>) -> Json<StopResponse> {
     let changed = s.engine.resume().await;
-    Json(serde_json::json!({"success": true, "emergency_stop": false, "changed": changed}))
+    Json(StopResponse {
+        success: true,
+        emergency_stop: false,
+        changed,
+    })
 }
 
 /// `GET /warm/schedules`
