@@ -202,6 +202,19 @@ pub(crate) fn now_unix() -> u64 {
 const PENDING_FILE: &str = "pending.json";
 const SCHEDULES_FILE: &str = "schedules.json";
 
+/// A bounded map of keys to when something happened to them (a warm, a
+/// 404), for checks within an interval. LRU, not moka's default TinyLFU:
+/// its admission filter would refuse a key new to a full map (read less
+/// often than the entries it displaces), and the check would then miss
+/// exactly the keys just warmed.
+fn recent_map(capacity: u64) -> moka::sync::Cache<String, Instant> {
+    moka::sync::Cache::builder()
+        .max_capacity(capacity)
+        .time_to_live(Duration::from_secs(86_400))
+        .eviction_policy(moka::policy::EvictionPolicy::lru())
+        .build()
+}
+
 impl Engine {
     /// Opens the backends, restores unfinished work and starts every loop.
     pub async fn start(settings: Settings) -> anyhow::Result<Arc<Engine>> {
@@ -284,14 +297,8 @@ impl Engine {
                 service.tracker_bucket,
             )),
             jobs: JobRegistry::new(service.jobs_retained),
-            recent: moka::sync::Cache::builder()
-                .max_capacity(1_000_000)
-                .time_to_live(Duration::from_secs(86_400))
-                .build(),
-            not_found: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(86_400))
-                .build(),
+            recent: recent_map(1_000_000),
+            not_found: recent_map(100_000),
             predictor,
             queue: WarmQueue::new(),
             board: WorkerBoard::default(),
@@ -1330,5 +1337,34 @@ impl ScheduleRunner for Engine {
             }
         };
         result.map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key just warmed is remembered even when the map is full of keys
+    /// checked often (TinyLFU would have refused it, and the next request
+    /// for it would not be skipped).
+    #[test]
+    fn the_recent_map_keeps_new_keys_when_full() {
+        let m = recent_map(100);
+        for i in 0..100 {
+            m.insert(format!("old:{i}"), Instant::now());
+        }
+        for _ in 0..3 {
+            for i in 0..100 {
+                m.get(&format!("old:{i}"));
+            }
+        }
+        for i in 0..50 {
+            m.insert(format!("new:{i}"), Instant::now());
+        }
+        m.run_pending_tasks();
+        for i in 0..50 {
+            assert!(m.contains_key(&format!("new:{i}")), "new:{i}");
+        }
+        assert_eq!(m.entry_count(), 100);
     }
 }
