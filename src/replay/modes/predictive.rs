@@ -14,10 +14,15 @@
 //! - `predictive` ones (hourly top 50, daily, peak hours): the top `limit`
 //!   predicted keys at the schedule's priority;
 //! - the `refresh` one (`expiry-refresh`, every minute): of the top
-//!   predicted keys, those whose simulated value is missing or expires
-//!   before the next firing plus one origin latency ([`refresh::due`]); as
-//!   many as the origin budget fetches until the next firing
-//!   ([`refresh::budget_limit`]) unless `warm_limit` says otherwise.
+//!   predicted keys, in the predictor's order, those whose simulated value
+//!   is missing or expires before the next firing plus the service's
+//!   `origin_timeout` ([`refresh::due`]), as many as the origin budget
+//!   fetches until the next firing ([`refresh::budget_limit`]) unless
+//!   `warm_limit` says otherwise, then planned by the strategy (as
+//!   `Engine::refresh_expiring`).
+//!
+//! A schedule that names no strategy uses the service's `default_strategy`.
+//! A predictor that tracks writes hears of each warm with its value's TTL.
 //!
 //! As in the engine, a key queued less than `min_rewarm_interval` (30 s)
 //! ago is skipped, a key is queued once, and the queue is served priority
