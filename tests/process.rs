@@ -12,11 +12,9 @@ use support::origin::TestOrigin;
 use support::redis::PrivateRedis;
 use support::server::free_port;
 
-fn spawn(origin: &str, port: u16, state: &std::path::Path) -> Child {
-    spawn_with(origin, port, state, &[], &[])
-}
-
-/// [`spawn`] with more `serve` arguments and environment variables.
+/// `warming serve` on `port` against `origin`, with `state` as its state
+/// directory, no built-in schedules and no rate limit, plus `args` and
+/// `env`.
 fn spawn_with(
     origin: &str,
     port: u16,
@@ -38,6 +36,22 @@ fn spawn_with(
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
+}
+
+/// Starts `warming serve` on a free port ([`spawn_with`]) and waits until
+/// it is ready; returns the process and its base URL.
+async fn start(
+    http: &reqwest::Client,
+    origin: &TestOrigin,
+    state: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Child, String) {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let child = spawn_with(&origin.url_template(), port, state, args, env);
+    wait_ready(http, &base).await;
+    (child, base)
 }
 
 async fn wait_ready(http: &reqwest::Client, base: &str) {
@@ -75,10 +89,7 @@ async fn sigterm_saves_queued_work_and_the_next_start_finishes_it() {
     let origin = TestOrigin::start().await;
     let state = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut child = spawn(&origin.url_template(), port, state.path());
-    wait_ready(&http, &base).await;
+    let (mut child, base) = start(&http, &origin, state.path(), &[], &[]).await;
     http.post(format!("{base}/warm/emergency-stop"))
         .send()
         .await
@@ -104,10 +115,7 @@ async fn sigterm_saves_queued_work_and_the_next_start_finishes_it() {
     assert_eq!(saved.len(), 10);
     assert_eq!(origin.requests(), 0);
 
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut child = spawn(&origin.url_template(), port, state.path());
-    wait_ready(&http, &base).await;
+    let (mut child, base) = start(&http, &origin, state.path(), &[], &[]).await;
     let job = wait_job(&http, &base, &job_id).await;
     assert_eq!(job["succeeded"], 10, "restored job: {job}");
     assert_eq!(origin.requests(), 10);
@@ -201,16 +209,7 @@ async fn sigterm_shares_one_grace_deadline_and_loses_no_in_flight_key() {
     // 1. The key finishes within the grace period: written, nothing saved,
     //    and the exit does not wait for the rest of the grace period.
     origin.set_latency(Duration::from_millis(500));
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut child = spawn_with(
-        &origin.url_template(),
-        port,
-        state.path(),
-        &["--grace", &grace],
-        &env,
-    );
-    wait_ready(&http, &base).await;
+    let (mut child, base) = start(&http, &origin, state.path(), &["--grace", &grace], &env).await;
     warm(base.clone(), "quick:1").await;
     wait_fetching(&origin, "quick:1").await;
     let started = Instant::now();
@@ -229,16 +228,7 @@ async fn sigterm_shares_one_grace_deadline_and_loses_no_in_flight_key() {
     // 2. The key is still in flight at the deadline, and a read-through
     //    request is running as well.
     origin.set_latency(Duration::from_secs(4));
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut child = spawn_with(
-        &origin.url_template(),
-        port,
-        state.path(),
-        &["--grace", &grace],
-        &env,
-    );
-    wait_ready(&http, &base).await;
+    let (mut child, base) = start(&http, &origin, state.path(), &["--grace", &grace], &env).await;
     let job_id = warm(base.clone(), "slow:1").await;
     wait_fetching(&origin, "slow:1").await;
     let read = tokio::spawn(http.get(format!("{base}/cache/slow:read")).send());
@@ -262,10 +252,7 @@ async fn sigterm_shares_one_grace_deadline_and_loses_no_in_flight_key() {
 
     // The next start warms it under its old job id.
     origin.set_latency(Duration::ZERO);
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut child = spawn_with(&origin.url_template(), port, state.path(), &[], &env);
-    wait_ready(&http, &base).await;
+    let (mut child, base) = start(&http, &origin, state.path(), &[], &env).await;
     let job = wait_job(&http, &base, &job_id).await;
     assert_eq!(job["source"], "restored", "{job}");
     assert_eq!(job["succeeded"], 1, "{job}");
