@@ -54,6 +54,18 @@ async fn start(
     (child, base)
 }
 
+/// `POST /warm/key` with `keys`; the response body.
+async fn warm_keys(http: &reqwest::Client, base: &str, keys: &[String]) -> Value {
+    http.post(format!("{base}/warm/key"))
+        .json(&json!({ "keys": keys }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn wait_ready(http: &reqwest::Client, base: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -95,15 +107,7 @@ async fn sigterm_saves_queued_work_and_the_next_start_finishes_it() {
         .await
         .unwrap();
     let keys: Vec<String> = (0..10).map(|i| format!("p:{i}")).collect();
-    let r: Value = http
-        .post(format!("{base}/warm/key"))
-        .json(&json!({"keys": keys}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = warm_keys(&http, &base, &keys).await;
     assert_eq!(r["queued"], 10);
     let job_id = r["job_id"].as_str().unwrap().to_string();
 
@@ -192,15 +196,7 @@ async fn sigterm_shares_one_grace_deadline_and_loses_no_in_flight_key() {
     let warm = |base: String, key: &'static str| {
         let http = http.clone();
         async move {
-            let r: Value = http
-                .post(format!("{base}/warm/key"))
-                .json(&json!({"keys": [key]}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let r = warm_keys(&http, &base, &[key.to_string()]).await;
             assert_eq!(r["queued"], 1, "{r}");
             r["job_id"].as_str().unwrap().to_string()
         }

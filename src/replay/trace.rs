@@ -56,6 +56,21 @@ pub struct Request {
     pub write: bool,
 }
 
+impl Request {
+    /// A read of `key` at `at`, from a trace that gives neither sizes nor
+    /// TTLs (one key per line, the service's access log).
+    pub fn read_of(at: f64, key: &str) -> Request {
+        Request {
+            at,
+            id: text_id(key),
+            key: CompactString::from(key),
+            size: 1,
+            ttl: None,
+            write: false,
+        }
+    }
+}
+
 /// The trace formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -626,14 +641,7 @@ impl Iterator for TextLines {
             }
             let at = self.clock.at(self.index);
             self.index += 1;
-            return Some(Ok(Request {
-                at,
-                id: text_id(key),
-                key: CompactString::from(key),
-                size: 1,
-                ttl: None,
-                write: false,
-            }));
+            return Some(Ok(Request::read_of(at, key)));
         }
     }
 }
@@ -747,14 +755,7 @@ impl AccessJsonl {
                 self.clock.at(self.index - 1)
             }
         };
-        Request {
-            at,
-            id: text_id(key),
-            key: CompactString::from(key),
-            size: 1,
-            ttl: None,
-            write: false,
-        }
+        Request::read_of(at, key)
     }
 
     fn parse(&mut self) -> io::Result<()> {
