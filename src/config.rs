@@ -716,6 +716,9 @@ pub struct ServiceConfig {
     pub learned_band: Duration,
     /// Keys the learned model scores under this are never predicted. Default 0.
     pub learned_min_probability: f64,
+    /// Keys the learned online model, once trained on 500 labelled
+    /// examples, scores under this are not predicted. Default 0.5.
+    pub learned_trained_min_probability: f64,
 }
 
 /// HTTP version spoken to the origin (`WARMING_ORIGIN_HTTP`).
@@ -818,6 +821,9 @@ impl Default for ServiceConfig {
             learned_idle_gate: None,
             learned_band: Duration::from_secs(120),
             learned_min_probability: 0.0,
+            learned_trained_min_probability: f64::from(
+                crate::predict::learned::DEFAULT_TRAINED_MIN_PROBABILITY,
+            ),
         }
     }
 }
@@ -944,14 +950,19 @@ impl ServiceConfig {
             100_000_000,
             "",
         );
-        if !(0.0..=1.0).contains(&self.learned_min_probability) {
-            e.push(FieldError {
-                field: "learned_min_probability".into(),
-                message: format!(
-                    "{} is out of range; allowed 0.0..=1.0",
-                    self.learned_min_probability
-                ),
-            });
+        for (field, value) in [
+            ("learned_min_probability", self.learned_min_probability),
+            (
+                "learned_trained_min_probability",
+                self.learned_trained_min_probability,
+            ),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                e.push(FieldError {
+                    field: field.into(),
+                    message: format!("{value} is out of range; allowed 0.0..=1.0"),
+                });
+            }
         }
         if let Some(path) = &self.predictor_model {
             if !path.is_file() {
@@ -1002,6 +1013,7 @@ impl ServiceConfig {
             learned_idle_gate: self.learned_idle_gate,
             learned_band: Some(self.learned_band),
             learned_min_probability: self.learned_min_probability as f32,
+            learned_trained_min_probability: self.learned_trained_min_probability as f32,
             seed: None,
         }
     }
@@ -1227,6 +1239,10 @@ impl Settings {
         s.learned_idle_gate = (gate != Duration::MAX).then_some(gate);
         l.duration("learned_band", SECOND, &mut s.learned_band);
         l.parse("learned_min_probability", &mut s.learned_min_probability);
+        l.parse(
+            "learned_trained_min_probability",
+            &mut s.learned_trained_min_probability,
+        );
 
         if let Some(table) = table.as_ref() {
             for key in table.keys() {
@@ -1309,6 +1325,7 @@ pub const KNOWN_FIELDS: &[&str] = &[
     "learned_idle_gate",
     "learned_band",
     "learned_min_probability",
+    "learned_trained_min_probability",
 ];
 
 #[cfg(test)]
@@ -1436,12 +1453,17 @@ mod tests {
             None,
             &env(&[
                 ("WARMING_LEARNED_MIN_PROBABILITY", "2"),
+                ("WARMING_LEARNED_TRAINED_MIN_PROBABILITY", "-0.1"),
                 ("WARMING_PREDICTOR_MODEL", "/nonexistent/model.onnx"),
             ]),
         )
         .unwrap_err();
         let fields: Vec<_> = err.0.iter().map(|e| e.field.as_str()).collect();
         assert!(fields.contains(&"learned_min_probability"), "{fields:?}");
+        assert!(
+            fields.contains(&"learned_trained_min_probability"),
+            "{fields:?}"
+        );
         assert!(fields.contains(&"predictor_model"), "{fields:?}");
     }
 

@@ -124,9 +124,10 @@ async fn learned_names_read_keys_whose_value_expires_and_hears_of_warms() {
 }
 
 /// Values carry their own TTL to the predictor: `GET /cache/{key}` writes
-/// with the origin's `max-age`, and a key whose value lives 1 s is named
-/// at once, while one written with the default TTL (1 h) is not; a warm
-/// with a `max-age` likewise.
+/// with the origin's `max-age`, and a key whose value lives 3 s is named
+/// (its expiry is within the band), while one written with the default TTL
+/// (1 h) is not; a warm with a `max-age` likewise. A warm nobody has read
+/// is not followed by another.
 #[tokio::test]
 async fn learned_hears_the_ttl_each_value_was_written_with() {
     let origin = TestOrigin::start().await;
@@ -137,10 +138,9 @@ async fn learned_hears_the_ttl_each_value_was_written_with() {
 
     let (status, _) = srv.get("/cache/default-ttl").await;
     assert_eq!(status, StatusCode::OK);
-    origin.set_max_age(Some(1));
+    origin.set_max_age(Some(3));
     let (status, _) = srv.get("/cache/short-ttl").await;
     assert_eq!(status, StatusCode::OK);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
 
     let (status, body) = srv
         .post("/warm/trigger-predictive", json!({"limit": 10}))
@@ -150,16 +150,26 @@ async fn learned_hears_the_ttl_each_value_was_written_with() {
     let job = srv.wait_job(body["job_id"].as_str().unwrap(), WAIT).await;
     assert_eq!(job["succeeded"], 1, "{job}");
 
-    // The warm wrote with max-age 1 too: named again once it expires; with
-    // the default TTL it would not be for an hour.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Nobody has read the warmed value yet: not named again.
+    let (_, body) = srv
+        .post("/warm/trigger-predictive", json!({"limit": 10}))
+        .await;
+    assert_eq!(body["keys"], json!([]), "an unread warm: {body}");
+    // Read from the cache, it is: the warm wrote with max-age 3 too, so it
+    // expires within the band; with the default TTL it would not for an hour.
     origin.set_max_age(None);
+    let requests = origin.requests();
+    let (status, _) = srv.get("/cache/short-ttl").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(origin.requests(), requests, "a hit on the warmed value");
     let (_, body) = srv
         .post("/warm/trigger-predictive", json!({"limit": 10}))
         .await;
     assert_eq!(body["keys"], json!(["short-ttl"]), "{body}");
     let job = srv.wait_job(body["job_id"].as_str().unwrap(), WAIT).await;
     assert_eq!(job["succeeded"], 1, "{job}");
+    let (status, _) = srv.get("/cache/short-ttl").await;
+    assert_eq!(status, StatusCode::OK);
     let (_, body) = srv
         .post("/warm/trigger-predictive", json!({"limit": 10}))
         .await;

@@ -107,6 +107,9 @@ pub struct PredictorSettings {
     pub learned_band: Option<Duration>,
     /// Keys the learned model scores under this are never predicted.
     pub learned_min_probability: f32,
+    /// Keys the trained online model scores under this are not predicted
+    /// (see [`learned::LearnedConfig::trained_min_probability`]).
+    pub learned_trained_min_probability: f32,
     /// Seed of the learned predictor's hashing and sampling; `None`: random
     /// (the service). A replay sets it so that runs repeat exactly.
     pub seed: Option<u64>,
@@ -121,6 +124,7 @@ impl Default for PredictorSettings {
             learned_idle_gate: None,
             learned_band: Some(Duration::from_secs(120)),
             learned_min_probability: 0.0,
+            learned_trained_min_probability: learned::DEFAULT_TRAINED_MIN_PROBABILITY,
             seed: None,
         }
     }

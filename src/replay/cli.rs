@@ -93,6 +93,10 @@ pub struct ReplayArgs {
     /// learned: lowest probability predicted (`WARMING_LEARNED_MIN_PROBABILITY`).
     #[arg(long, default_value_t = 0.0)]
     pub learned_min_probability: f32,
+    /// learned: lowest probability predicted once the online model has
+    /// trained on 500 labelled examples (`WARMING_LEARNED_TRAINED_MIN_PROBABILITY`).
+    #[arg(long, default_value_t = crate::predict::learned::DEFAULT_TRAINED_MIN_PROBABILITY)]
+    pub learned_trained_min_probability: f32,
     /// learned: score with this ONNX model instead of the online one
     /// (`WARMING_PREDICTOR_MODEL`; needs the `onnx` cargo feature).
     #[arg(long)]
@@ -171,6 +175,11 @@ impl ReplayArgs {
         if !(0.0..=1.0).contains(&self.learned_min_probability) {
             return Err("--learned-min-probability must be within 0..=1".into());
         }
+        if !(0.0..=1.0).contains(&self.learned_trained_min_probability) {
+            return Err("--learned-trained-min-probability must be within 0..=1".into());
+        }
+        mode.predictor_settings.learned_trained_min_probability =
+            self.learned_trained_min_probability;
         mode.predictor_settings.learned_band = Some(Duration::from_secs(self.learned_band));
         mode.predictor_settings.learned_min_probability = self.learned_min_probability;
         mode.predictor_settings.seed = Some(self.seed);

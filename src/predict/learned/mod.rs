@@ -95,6 +95,11 @@ const DEFAULT_BAND_SECS: u32 = 120;
 /// The service's default TTL (`WARMING_DEFAULT_TTL`), the default gate.
 const DEFAULT_TTL_SECS: u32 = 3600;
 const UNSET: u64 = u64::MAX;
+/// Default of [`LearnedConfig::trained_min_probability`]: a warm is worth
+/// its fetch when it is likelier read than not.
+pub const DEFAULT_TRAINED_MIN_PROBABILITY: f32 = 0.5;
+/// Default of [`LearnedConfig::trained_after`].
+const TRAINED_AFTER: u64 = 500;
 /// The base is set this long before the first access, so that accesses
 /// recorded out of order (older than the first one) still fit.
 const BASE_SLACK: u64 = 7 * 86_400;
@@ -125,6 +130,13 @@ pub struct LearnedConfig {
     pub gate: Gate,
     /// Keys scored under this are never predicted.
     pub min_probability: f32,
+    /// Once the online model has trained on `trained_after` labelled
+    /// examples, keys it scores under this are not predicted either: its
+    /// probabilities then estimate the chance that a warm is read before
+    /// it expires. Before, they come from the hand-set prior and are not cut.
+    pub trained_min_probability: f32,
+    /// Labelled examples after which `trained_min_probability` applies.
+    pub trained_after: u64,
     /// Width of the band around each expiry, seconds; `None`:
     /// the `window` of the `predict` call. It should cover the interval
     /// between two predictive runs that act on the answer.
@@ -165,6 +177,8 @@ impl Default for LearnedConfig {
             seed: 0x5eed,
             gate: Gate::Ttl(DEFAULT_TTL_SECS),
             min_probability: 0.0,
+            trained_min_probability: DEFAULT_TRAINED_MIN_PROBABILITY,
+            trained_after: TRAINED_AFTER,
             band: Some(DEFAULT_BAND_SECS),
         }
     }
@@ -315,6 +329,9 @@ pub struct LearnedPredictor {
     trainer: Mutex<Trainer>,
     /// The model used by `predict`, copied from the trainer after each tick.
     model: RwLock<Logistic>,
+    /// Labelled examples the model has trained on (the trainer's count,
+    /// copied after each tick).
+    labelled: AtomicU64,
     scorer: Scorer,
 }
 
@@ -367,6 +384,7 @@ impl LearnedPredictor {
                 labelled: 0,
             }),
             model: RwLock::new(model),
+            labelled: AtomicU64::new(0),
             scorer: Scorer::Online,
             cfg,
         }
@@ -381,6 +399,7 @@ impl LearnedPredictor {
             }),
             max_keys: settings.learned_max_keys,
             min_probability: settings.learned_min_probability,
+            trained_min_probability: settings.learned_trained_min_probability,
             band: settings
                 .learned_band
                 .map(|b| b.as_secs().min(u64::from(u32::MAX)) as u32),
@@ -457,6 +476,19 @@ impl LearnedPredictor {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The lowest probability of the online model that is predicted now:
+    /// `min_probability`, raised to `trained_min_probability` once the
+    /// model has trained on `trained_after` labelled examples.
+    fn online_min_probability(&self) -> f32 {
+        if self.labelled.load(Ordering::Relaxed) >= self.cfg.trained_after {
+            self.cfg
+                .min_probability
+                .max(self.cfg.trained_min_probability)
+        } else {
+            self.cfg.min_probability
+        }
     }
 
     /// Bytes allocated for keys, states and indexes (not the fixed prefix table).
@@ -569,7 +601,7 @@ impl LearnedPredictor {
                 })
                 .expect("index below total");
             let e = &shard.entries[i];
-            if tier(ctx.now_rel, e.state.expires, gate, band) == 0.0 {
+            if !candidate(ctx.now_rel, &e.state, gate, band) {
                 continue;
             }
             taken += 1;
@@ -616,21 +648,23 @@ fn per_snapshot(cfg: &LearnedConfig, horizon: u32) -> usize {
     ((cfg.max_pending as u64 / rounds) as usize).max(1)
 }
 
-/// 1 for a candidate key, else 0: with `over` = seconds since the value
+/// Whether a key is a candidate: with `over` = seconds since the value
 /// expired plus `band / 2`, `over >= 0` and `over mod gate < band`, i.e.
 /// the key's value expires within `band / 2` (or expired that recently), or
 /// would, had it been rewritten (to live one gate) at each expiry since.
-/// With the gate off every key is a candidate.
-fn tier(now_rel: u32, expires: u32, gate: u32, band: u32) -> f64 {
+/// A key whose current value is a warm nobody has read is never a
+/// candidate: an unread warm is not followed by another until the key is
+/// read, so warming wastes at most one fetch per read. With the gate off
+/// every key is a candidate.
+fn candidate(now_rel: u32, state: &KeyState, gate: u32, band: u32) -> bool {
     if gate == 0 {
-        return 1.0;
+        return true;
+    }
+    if state.value_reads == 0 {
+        return false;
     }
     let ahead = now_rel.saturating_add(band / 2);
-    if ahead >= expires && (ahead - expires) % gate < band {
-        1.0
-    } else {
-        0.0
-    }
+    ahead >= state.expires && (ahead - state.expires) % gate < band
 }
 
 /// The band around each expiry: `fixed`, else the window; at least 60 s
@@ -728,6 +762,7 @@ impl Predictor for LearnedPredictor {
             self.snapshot(&mut t, base, now_unix_secs);
         }
         *self.model.write() = t.model.clone();
+        self.labelled.store(t.labelled, Ordering::Relaxed);
     }
 
     fn predict(
@@ -780,6 +815,7 @@ impl Predictor for LearnedPredictor {
             },
         );
         let model = self.model.read().clone();
+        let min_online = self.online_min_probability();
         let prefixes: Vec<_> = self.prefixes.iter().map(|p| p.lock()).collect();
         let mut top = TopK::new(limit);
         for shard in self.shards.iter() {
@@ -787,14 +823,14 @@ impl Predictor for LearnedPredictor {
             match &self.scorer {
                 Scorer::Online => {
                     for e in &s.entries {
-                        if tier(ctx.now_rel, e.state.expires, gate, band) == 0.0 {
+                        if !candidate(ctx.now_rel, &e.state, gate, band) {
                             continue;
                         }
                         let p = prefixes[self.prefix_shard(e.prefix_hash)]
                             .counts(e.prefix_hash, ctx.now_rel);
                         let x = features(&e.state, p, &ctx);
                         let prob = model.probability(&x);
-                        if prob >= self.cfg.min_probability {
+                        if prob >= min_online {
                             top.offer(f64::from(prob), &e.key);
                         }
                     }
@@ -805,7 +841,7 @@ impl Predictor for LearnedPredictor {
                     let kept: Vec<&Entry> = s
                         .entries
                         .iter()
-                        .filter(|e| tier(ctx.now_rel, e.state.expires, gate, band) > 0.0)
+                        .filter(|e| candidate(ctx.now_rel, &e.state, gate, band))
                         .collect();
                     let batch: Vec<Features> = kept
                         .iter()

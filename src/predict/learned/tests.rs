@@ -360,7 +360,79 @@ fn reported_writes_carry_their_own_ttl() {
     assert_eq!(reads("short", T0 + 10), 1, "the read that wrote it");
     p.written("short", T0 + 400, Duration::from_secs(600), Write::Warm);
     assert_eq!(reads("short", T0 + 410), 0, "nobody read the warmed value");
+    p.observe("short", T0 + 420);
     assert_eq!(keys(T0 + 1000), ["short"], "the warmed value's own TTL");
+}
+
+/// A warm nobody read is not followed by another: the key waits for a
+/// read, however many expiries pass, so warming wastes at most one fetch
+/// per read of a key.
+#[test]
+fn an_unread_warm_is_not_followed_by_another() {
+    let p = LearnedPredictor::new(LearnedConfig {
+        gate: Gate::Secs(600),
+        ..small(100)
+    });
+    let tracker = AccessTracker::new(10, Duration::from_secs(900));
+    let keys = |now: u64| -> Vec<String> {
+        p.predict(&tracker, now, Duration::from_secs(60), 10)
+            .into_iter()
+            .map(|x| x.key)
+            .collect()
+    };
+    p.observe("k", T0);
+    assert_eq!(keys(T0 + 600), ["k"], "its read-through value expires");
+    p.written("k", T0 + 600, Duration::from_secs(600), Write::Warm);
+    for expiry in 1..10 {
+        assert!(
+            keys(T0 + 600 + expiry * 600).is_empty(),
+            "expiry {expiry} of an unread warm"
+        );
+    }
+    // A read of the warmed value (cached, not expired) licenses the next warm.
+    p.written("k", T0 + 6600, Duration::from_secs(600), Write::Warm);
+    p.observe("k", T0 + 6700);
+    assert_eq!(keys(T0 + 7200), ["k"]);
+    // With the gate off every key is a candidate, read or not.
+    let off = LearnedPredictor::new(small(100));
+    off.observe("k", T0);
+    off.written("k", T0 + 10, Duration::from_secs(600), Write::Warm);
+    let top = off.predict(&tracker, T0 + 700, Duration::from_secs(60), 10);
+    assert_eq!(top.len(), 1, "{top:?}");
+}
+
+/// The trained minimum applies once the model has trained on
+/// `trained_after` labelled examples, not to the untrained prior.
+#[test]
+fn the_trained_minimum_waits_for_labels() {
+    let p = LearnedPredictor::new(LearnedConfig {
+        trained_min_probability: 0.99,
+        trained_after: 5,
+        sample_every_secs: 10,
+        samples: 8,
+        max_horizon_secs: 60,
+        default_horizon_secs: 60,
+        ..small(100)
+    });
+    let tracker = AccessTracker::new(10, Duration::from_secs(900));
+    let window = Duration::from_secs(60);
+    for i in 0..20 {
+        p.observe(&format!("k{i}"), T0);
+    }
+    assert_eq!(
+        p.predict(&tracker, T0 + 1, window, 100).len(),
+        20,
+        "untrained: the prior's scores are not cut"
+    );
+    // Snapshots every 10 s, labelled 60 s later.
+    for t in (0..=200).step_by(10) {
+        p.tick(T0 + t);
+    }
+    assert!(p.stats().examples >= 5, "{:?}", p.stats());
+    assert!(
+        p.predict(&tracker, T0 + 201, window, 100).is_empty(),
+        "trained: keys under 0.99 are cut"
+    );
 }
 
 /// A key read every minute stays cached, but its value (written at the

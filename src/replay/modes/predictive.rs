@@ -593,4 +593,26 @@ mod tests {
         );
         assert_eq!(s.origin_fetches_warming, 0);
     }
+
+    /// Keys read once each, replayed over 20 TTLs with a budget that could
+    /// warm every one of them at every expiry: `learned` warms each at most
+    /// once (an unread warm is not followed by another), so its wasted
+    /// fetches stay at one per read.
+    #[test]
+    fn learned_warms_a_key_read_once_at_most_once() {
+        let mut c = cfg();
+        c.predictive.schedules = true;
+        c.predictor_settings.default_ttl = Duration::from_secs(300);
+        let p = crate::predict::build("learned", &c.predictor_settings).unwrap();
+        let mut m = Predictive::new(p, &c);
+        let t0 = 1_000_020.0;
+        for id in 0..50 {
+            m.access(&req(t0 + f64::from(id as u32), id));
+        }
+        // One late read keeps the replay going for 20 TTLs.
+        m.access(&req(t0 + 6000.0, 1000));
+        let s = m.finish(t0 + 6000.0).stats.unwrap();
+        assert_eq!(s.origin_fetches_warming, 50, "{s:?}");
+        assert_eq!(s.wasted_warms, 50, "{s:?}");
+    }
 }
