@@ -22,7 +22,9 @@
 //!   are the keys whose modelled value expires within `band / 2` of now, or
 //!   would, had it been rewritten at each expiry since (a key read often
 //!   becomes a candidate one TTL after its last miss; a key warmed gives its
-//!   place to others until its warmed value nears expiry). Gate: the TTL
+//!   place to others until its warmed value nears expiry). A key whose
+//!   current value is a warm nobody has read is not a candidate until it
+//!   is read, so warming wastes at most one fetch per read. Gate: the TTL
 //!   (`WARMING_LEARNED_IDLE_GATE`, else the service's `default_ttl`,
 //!   following its run-time changes; 0 = off, every key is a candidate);
 //!   band: 120 s (`WARMING_LEARNED_BAND`). Other keys are never predicted.
@@ -40,7 +42,9 @@
 //!   `WARMING_PREDICTOR_MODEL=path.onnx`, a model trained offline scores
 //!   instead (see `onnx.rs`; the online model keeps training but is unused).
 //! - **Prediction** ([`Predictor::predict`]): every candidate is scored (the
-//!   probability; keys under `min_probability` are dropped) and the top
+//!   probability; keys under `min_probability` are dropped, and once the
+//!   model has trained on `trained_after` labels, keys under
+//!   `trained_min_probability` too) and the top
 //!   `limit` chosen with a bounded heap, O(n log limit). Before the
 //!   predictor has seen any access (e.g. just after it was selected at run
 //!   time), it answers with the heuristic on the service's tracker.
@@ -62,6 +66,8 @@
 //!   (default: `WARMING_DEFAULT_TTL` if set, else 3600).
 //! - `WARMING_LEARNED_BAND`: the band around each expiry, seconds (120).
 //! - `WARMING_LEARNED_MIN_PROBABILITY`: lowest score predicted (0).
+//! - `WARMING_LEARNED_TRAINED_MIN_PROBABILITY`: lowest score of the online
+//!   model predicted once it has trained on 500 labels (0.5).
 
 pub mod features;
 pub mod model;
