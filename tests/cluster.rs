@@ -704,3 +704,63 @@ async fn a_pattern_never_names_the_coordinations_own_keys() {
     drop(nodes);
     let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await.unwrap();
 }
+
+/// A 404 answered at one instance quiets the key for every instance: a
+/// refresh schedule run by another instance does not ask the origin again
+/// within one default TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_404_at_one_instance_quiets_the_key_for_all() {
+    let origin = TestOrigin::start().await;
+    origin.set_status("gone", 404);
+    let mut env = ClusterEnv::new(&origin, REDIS);
+    env.set("WARMING_MIN_REWARM_INTERVAL", "0");
+    let http = reqwest::Client::new();
+
+    // The first instance asks for the key and gets the 404, then leaves.
+    let first = env.spawn(0);
+    ready(&http, &first).await;
+    let r = post(
+        &http,
+        format!("{}/warm/key", first.base),
+        json!({"keys": ["gone"]}),
+    )
+    .await;
+    let job = wait_job(
+        &http,
+        &first.base,
+        r["job_id"].as_str().unwrap(),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(job["not_found"], 1, "{job}");
+    drop(first);
+
+    // The second never saw that answer; its refresh runs every second.
+    let second = env.spawn(1);
+    ready(&http, &second).await;
+    post(
+        &http,
+        format!("{}/warm/access", second.base),
+        json!({"keys": ["gone", "gone", "here"]}),
+    )
+    .await;
+    let r = http
+        .post(format!("{}/warm/schedules", second.base))
+        .json(&json!({"name": "refresh", "cron": "* * * * * *", "action": {"type": "refresh", "limit": 10}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while origin.requests_for("here") == 0 {
+        assert!(Instant::now() < deadline, "refresh never fired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Two more firings.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert_eq!(
+        origin.requests_for("gone"),
+        1,
+        "the 404 was asked once, by the first instance"
+    );
+}

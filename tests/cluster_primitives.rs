@@ -734,7 +734,7 @@ async fn accesses_reach_every_other_instance_and_not_the_writer() {
 async fn finishing_a_key_records_outcome_mark_and_release_even_without_scripts() {
     use warming::config::{Coordination, ServiceConfig, Tunables};
     use warming::protocol::KeyOutcome;
-    use warming::warm::cluster_link::ClusterLink;
+    use warming::warm::cluster_link::{ClusterLink, Mark};
     let ns = namespace("finish");
     let service = ServiceConfig {
         coordination: Coordination::Redis,
@@ -762,8 +762,12 @@ async fn finishing_a_key_records_outcome_mark_and_release_even_without_scripts()
         assert!(link.take_lease(key, Duration::from_secs(30)).await.unwrap());
         let outcome = KeyOutcome::finished(key.into(), WarmStatus::Success, 1, 5, None);
         assert!(
-            link.finish_key("job-f", &outcome, Some(Duration::from_secs(30)))
-                .await,
+            link.finish_key(
+                "job-f",
+                &outcome,
+                Some(Mark::Warmed(Duration::from_secs(30)))
+            )
+            .await,
             "round {round}"
         );
         assert!(link.leases.recently_warmed(key).await.unwrap(), "{key}");

@@ -67,6 +67,7 @@ pub struct Leases {
     cache_prefix: String,
     lease_suffix: String,
     warmed_suffix: String,
+    not_found_suffix: String,
     release: Script,
     renew: Script,
 }
@@ -81,6 +82,7 @@ impl Leases {
             cache_prefix: cache_prefix.to_owned(),
             lease_suffix: format!(":{}lease", ns.prefix()),
             warmed_suffix: format!(":{}warmed", ns.prefix()),
+            not_found_suffix: format!(":{}notfound", ns.prefix()),
             release: Script::new(RELEASE_LUA),
             renew: Script::new(RENEW_LUA),
         }
@@ -98,6 +100,11 @@ impl Leases {
     /// `{<tag>}:warming:{ns}:warmed`.
     pub fn warmed_key(&self, key: &str) -> String {
         co_located(&self.cache_key(key), &self.warmed_suffix)
+    }
+
+    /// `{<tag>}:warming:{ns}:notfound`.
+    pub fn not_found_key(&self, key: &str) -> String {
+        co_located(&self.cache_key(key), &self.not_found_suffix)
     }
 
     /// Takes the lease on `key` for `ttl` unless someone holds it.
@@ -157,6 +164,48 @@ impl Leases {
                 .arg(millis(interval))
                 .ignore();
         }
+    }
+
+    /// Adds [`Leases::mark_not_found`] to `pipe`.
+    pub fn add_mark_not_found(&self, pipe: &mut redis::Pipeline, key: &str, quiet: Duration) {
+        if !quiet.is_zero() {
+            pipe.cmd("SET")
+                .arg(self.not_found_key(key))
+                .arg(1)
+                .arg("PX")
+                .arg(millis(quiet))
+                .ignore();
+        }
+    }
+
+    /// Records that the origin answered 404 for `key`: for `quiet`, every
+    /// instance's refresh treats the key as cached ([`Leases::not_found_left_many`]).
+    pub async fn mark_not_found(&self, key: &str, quiet: Duration) -> Result<()> {
+        if quiet.is_zero() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        self.add_mark_not_found(&mut pipe, key, quiet);
+        let mut conn = self.conn.clone();
+        let _: () = pipe.query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// For each key, how long its 404 mark has left (`None`: no mark).
+    pub async fn not_found_left_many(&self, keys: &[String]) -> Result<Vec<Option<Duration>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.cmd("PTTL").arg(self.not_found_key(key));
+        }
+        let mut conn = self.conn.clone();
+        let left: Vec<i64> = pipe.query_async(&mut conn).await?;
+        Ok(left
+            .into_iter()
+            .map(|ms| u64::try_from(ms).ok().map(Duration::from_millis))
+            .collect())
     }
 
     /// A connection to the coordination Redis, for a pipeline of the above.

@@ -28,6 +28,7 @@
 //! | `warming:{ns}:seq` | integer | `push_many` (INCR) | `push_many` | none | cluster-wide insertion order (`Task::seq`) |
 //! | `{<cache key tag>}:warming:{ns}:lease` | string = owner id | `Leases::try_acquire` (SET NX PX), `renew`, `release` (compare-and-delete) | `Leases` | lease TTL | a key is fetched by at most one instance at a time |
 //! | `{<cache key tag>}:warming:{ns}:warmed` | string `1` | `Leases::mark_warmed` (SET PX) | `Leases::recently_warmed[_many]` (EXISTS) | `min_rewarm_interval` | cluster-wide minimum re-warm interval |
+//! | `{<cache key tag>}:warming:{ns}:notfound` | string `1` | `Leases::mark_not_found` (SET PX) | `Leases::not_found_left_many` (PTTL) | `default_ttl` | a 404 from the origin quiets the key's refreshes cluster-wide |
 //! | `warming:{ns}:firing:<schedule>:<unix secs>` | string = instance id | `FiringLease::claim_firing` (SET NX PX) | nobody else | claim TTL | exactly one instance runs each schedule firing |
 //! | `warming:{ns}:gcra` | string: TAT in ms (float, Redis clock) | `ClusterLimiter` script | same script | TAT − now + 1 s | cluster-wide origin rate limit (GCRA) |
 //! | `warming:{ns}:instances` | hash id → InstanceInfo JSON | `Membership::heartbeat`, `leave` | `Membership::live` | none (pruned with `seen`) | who is in the cluster |

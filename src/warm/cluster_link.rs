@@ -31,6 +31,16 @@ use crate::config::{ServiceConfig, Tunables};
 use crate::origin::limiter::RateGate;
 use crate::protocol::KeyOutcome;
 
+/// What a finished key leaves behind for every instance
+/// ([`ClusterLink::finish_key`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    /// Warmed: not warmed again within this `min_rewarm_interval`.
+    Warmed(Duration),
+    /// The origin answered 404: refreshes treat the key as cached this long.
+    NotFound(Duration),
+}
+
 /// Shared document names.
 pub const DOC_TUNABLES: &str = "tunables";
 pub const DOC_EMERGENCY: &str = "emergency";
@@ -156,22 +166,19 @@ impl ClusterLink {
     }
 
     /// Records how a fetched key ended, in one round trip: the cluster-wide
-    /// "warmed" mark (`warmed`: for how long), the job outcome, the release
+    /// mark (`mark`: "warmed" or "not found", for how long), the job outcome, the release
     /// of the fetch lease. If that pipeline fails (Redis away, or its script
     /// cache emptied by a restart: a pipeline does not load scripts), the
     /// same steps run one by one, which load their scripts and retry the
     /// outcome. `false` when the outcome could not be recorded (the caller
     /// then does not ack, so the task is delivered again).
-    pub async fn finish_key(
-        &self,
-        job_id: &str,
-        outcome: &KeyOutcome,
-        warmed: Option<Duration>,
-    ) -> bool {
+    pub async fn finish_key(&self, job_id: &str, outcome: &KeyOutcome, mark: Option<Mark>) -> bool {
         let key = outcome.key.as_str();
         let mut pipe = redis::pipe();
-        if let Some(interval) = warmed {
-            self.leases.add_mark_warmed(&mut pipe, key, interval);
+        match mark {
+            Some(Mark::Warmed(interval)) => self.leases.add_mark_warmed(&mut pipe, key, interval),
+            Some(Mark::NotFound(quiet)) => self.leases.add_mark_not_found(&mut pipe, key, quiet),
+            None => {}
         }
         self.jobs.add_finish(&mut pipe, job_id, outcome);
         self.leases.add_release(&mut pipe, key, &self.id);
@@ -181,10 +188,13 @@ impl ClusterLink {
                 tracing::debug!(key, error = %e, "finishing in one round trip failed; step by step")
             }
         }
-        if let Some(interval) = warmed {
-            if let Err(e) = self.leases.mark_warmed(key, interval).await {
-                tracing::warn!(key, error = %e, "cannot mark the key warmed cluster-wide");
-            }
+        let marked = match mark {
+            Some(Mark::Warmed(interval)) => self.leases.mark_warmed(key, interval).await,
+            Some(Mark::NotFound(quiet)) => self.leases.mark_not_found(key, quiet).await,
+            None => Ok(()),
+        };
+        if let Err(e) = marked {
+            tracing::warn!(key, error = %e, "cannot mark the key's outcome cluster-wide");
         }
         let mut recorded = false;
         for attempt in 0..20u32 {

@@ -756,12 +756,23 @@ impl Engine {
         }
         let mut ttls = self.cache.ttl_many(&keys).await?;
         // A key the origin recently said it does not have counts as cached
-        // for one default TTL from that answer.
-        for (key, ttl) in keys.iter().zip(ttls.iter_mut()) {
-            if ttl.is_none()
-                && let Some(at) = self.not_found.get(key)
-            {
-                *ttl = t.default_ttl.checked_sub(at.elapsed());
+        // for one default TTL from that answer (given to any instance, with
+        // coordination).
+        let missing: Vec<usize> = (0..keys.len()).filter(|&i| ttls[i].is_none()).collect();
+        match &self.cluster {
+            Some(c) if !missing.is_empty() => {
+                let names: Vec<String> = missing.iter().map(|&i| keys[i].clone()).collect();
+                let left = c.leases.not_found_left_many(&names).await?;
+                for (i, left) in missing.into_iter().zip(left) {
+                    ttls[i] = left;
+                }
+            }
+            _ => {
+                for i in missing {
+                    if let Some(at) = self.not_found.get(&keys[i]) {
+                        ttls[i] = t.default_ttl.checked_sub(at.elapsed());
+                    }
+                }
             }
         }
         let horizon = until_next + t.origin_timeout;

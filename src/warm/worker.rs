@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 
-use super::cluster_link::ClusterLink;
+use super::cluster_link::{ClusterLink, Mark};
 use super::queue::Task;
 use super::{Engine, now_unix};
 use crate::cache::{CacheEntry, effective_ttl};
@@ -288,11 +288,16 @@ pub(crate) async fn warm_one(engine: &Engine, id: usize, task: &Task) -> bool {
     );
     match cluster {
         Some(c) => {
-            let warmed = (status == WarmStatus::Success && !t.min_rewarm_interval.is_zero())
-                .then_some(t.min_rewarm_interval);
+            let mark = match status {
+                WarmStatus::Success if !t.min_rewarm_interval.is_zero() => {
+                    Some(Mark::Warmed(t.min_rewarm_interval))
+                }
+                WarmStatus::NotFound => Some(Mark::NotFound(t.default_ttl)),
+                _ => None,
+            };
             // At least once: the claim is acked only after the outcome is
             // recorded; if Redis stays away, the task is delivered again.
-            let recorded = c.finish_key(&task.job_id, &outcome, warmed).await;
+            let recorded = c.finish_key(&task.job_id, &outcome, mark).await;
             if let (Some(claim), true) = (&claim, recorded) {
                 c.ack(claim).await;
             }
