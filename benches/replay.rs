@@ -36,6 +36,7 @@ fn config(mode: &str) -> ReplayConfig {
         latency: 0.1,
         rps: 100.0,
         admission: false,
+        max_remembered: usize::MAX,
     };
     ReplayConfig {
         modes: vec![mode.to_string()],

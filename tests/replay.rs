@@ -187,6 +187,7 @@ fn config(modes: &str, ttl: f64) -> ReplayConfig {
         latency: 0.1,
         rps: 100.0,
         admission: false,
+        max_remembered: usize::MAX,
     };
     ReplayConfig {
         modes: modes::parse_list(modes),

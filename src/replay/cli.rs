@@ -159,6 +159,7 @@ impl ReplayArgs {
                 "lru" => false,
                 e => return Err(format!("--eviction {e:?}: expected tinylfu or lru")),
             },
+            max_remembered: self.tracker_max_keys,
         };
         let mut mode = ModeConfig::new(sim, format.key_space());
         mode.refresh_fraction = self.refresh_fraction;

@@ -16,9 +16,12 @@
 //! default), at most [`MAX_BUFFERED`] requests (about 80 bytes each); on a
 //! trace too busy for that, the oracles look less far ahead and their
 //! result says so in its note. Memory is therefore bounded by that buffer,
-//! the per-key state of the simulation (one cache entry per cached key, one
-//! small record per distinct key seen: about 40 bytes per key per mode) and
-//! the tracker's cap, never by the trace's length.
+//! the per-key state of the simulation (one cache entry per cached key, and
+//! per mode a record of about 50 bytes for each key seen, up to
+//! `--tracker-max-keys` of them beyond the cached ones: past that the
+//! oldest are forgotten, [`sim::Sim`], and the result's note says how
+//! many), the tracker's and the learned predictor's caps, never by the
+//! trace's length or its number of distinct keys.
 //!
 //! Timestamps that go backwards are clamped to the latest seen (virtual time
 //! never decreases).
@@ -167,15 +170,19 @@ pub fn run(
                     let looks_ahead = m.lookahead() > 0.0;
                     let mut result = m.finish(end);
                     if looks_ahead && shortest_lead < lead {
-                        let cut = format!(
+                        result.add_note(format!(
                             "looked ahead as little as {shortest_lead:.1} s instead of {lead:.1} s \
                              ({} requests buffered at most)",
                             cfg.max_buffered
-                        );
-                        result.note = Some(match result.note.take() {
-                            Some(n) => format!("{n}; {cut}"),
-                            None => cut,
-                        });
+                        ));
+                    }
+                    let forgotten = result.stats.as_ref().map_or(0, |s| s.keys_forgotten);
+                    if forgotten > 0 {
+                        result.add_note(format!(
+                            "{forgotten} keys forgotten to keep the memory of keys within \
+                             {} (--tracker-max-keys): their later misses count as cold",
+                            cfg.mode.sim.max_remembered
+                        ));
                     }
                     result
                 }

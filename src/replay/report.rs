@@ -83,6 +83,11 @@ pub fn table(r: &Report) -> String {
             }
         }
     }
+    for (name, m) in &r.modes {
+        if let (Some(_), Some(note)) = (&m.stats, &m.note) {
+            let _ = writeln!(out, "note ({name}): {note}");
+        }
+    }
     let with_quality: Vec<_> = r
         .modes
         .iter()

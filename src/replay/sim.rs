@@ -39,11 +39,22 @@
 //! fetches wait until a whole token is there. So warming only ever uses the
 //! budget that demand leaves. `rps = 0` means unlimited.
 //!
+//! # Memory
+//!
+//! Besides the cache's own entries, each simulation remembers every key it
+//! has seen (its last value's expiry and size, whether it was read) so that
+//! a miss can be told cold, expired or evicted, at most
+//! `SimConfig::max_remembered` keys of them (`--tracker-max-keys`): past
+//! that, the keys first remembered longest ago that are no longer cached
+//! are forgotten (`Stats::keys_forgotten`), and a later miss of one counts
+//! as cold. So a trace of any number of distinct keys replays in bounded
+//! memory.
+//!
 //! A **wasted warm** is a value fetched by warming that no read was served
 //! from before it expired, was evicted or was replaced; values still live at
 //! the end of the trace are not counted.
 
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::{BinaryHeap, HashSet, VecDeque};
 
 use super::sketch::FrequencySketch;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -133,6 +144,9 @@ pub struct Stats {
     /// New values the admission filter did not store (their key was read
     /// less often than the values they would have displaced).
     pub admissions_rejected: u64,
+    /// Keys forgotten to keep the simulation's memory of keys within its
+    /// cap (`--tracker-max-keys`); a later miss of one counts as cold.
+    pub keys_forgotten: u64,
 }
 
 impl Stats {
@@ -337,6 +351,9 @@ pub struct SimConfig {
     /// TinyLFU admission in front of the LRU (moka's and Caffeine's default
     /// policy); false: plain LRU, as the embedded cache.
     pub admission: bool,
+    /// Most keys remembered (see [`Sim`]): beyond it the keys first
+    /// remembered longest ago and no longer cached are forgotten.
+    pub max_remembered: usize,
 }
 
 /// One mode's cache + origin + counters.
@@ -351,6 +368,9 @@ pub struct Sim {
     tail: u32,
     used: u64,
     seen: IdMap<Seen>,
+    /// Keys of `seen` in the order they were first remembered, to forget
+    /// the oldest once `max_remembered` is reached.
+    remembered: VecDeque<u64>,
     /// The TTL the trace last gave a key's values, for keys whose TTL is
     /// not the configured one (traces with a TTL column only); warms write
     /// with it too, as the service's warms take the origin's `max-age`.
@@ -385,6 +405,7 @@ impl Sim {
             tail: NIL,
             used: 0,
             seen: IdMap::default(),
+            remembered: VecDeque::new(),
             own_ttl: IdMap::default(),
             sketch,
             stats: Stats::default(),
@@ -610,7 +631,7 @@ impl Sim {
             self.used = self.used - self.cost(old) + self.cost(size);
             self.touch(i);
             self.demand_fetch(t);
-            self.seen.insert(
+            self.remember(
                 id,
                 Seen {
                     expires_at: expires,
@@ -647,7 +668,7 @@ impl Sim {
             next: NIL,
         });
         self.demand_fetch(t);
-        self.seen.insert(
+        self.remember(
             id,
             Seen {
                 expires_at: expires,
@@ -656,6 +677,39 @@ impl Sim {
             },
         );
         outcome
+    }
+
+    /// Records what the simulation knows of `id`. A key new to it is
+    /// queued to be forgotten, oldest first, once more than
+    /// `max_remembered` keys are known; a key still cached is kept (its
+    /// record goes to the back of the queue).
+    fn remember(&mut self, id: u64, seen: Seen) {
+        if self.seen.insert(id, seen).is_some() {
+            return;
+        }
+        self.remembered.push_back(id);
+        // A few looks at most: with more keys cached than the cap allows
+        // the records of cached keys stay (the cache bounds them).
+        for _ in 0..4 {
+            if self.seen.len() <= self.cfg.max_remembered {
+                break;
+            }
+            let Some(old) = self.remembered.pop_front() else {
+                break;
+            };
+            if self.index.contains_key(&old) {
+                self.remembered.push_back(old);
+            } else {
+                self.seen.remove(&old);
+                self.own_ttl.remove(&old);
+                self.stats.keys_forgotten += 1;
+            }
+        }
+    }
+
+    /// Keys the simulation remembers (those cached among them).
+    pub fn remembered(&self) -> usize {
+        self.seen.len()
     }
 
     fn demand_fetch(&mut self, t: f64) {
@@ -775,17 +829,20 @@ impl Sim {
     }
 
     fn set_seen(&mut self, id: u64, expires_at: f64, size: u32) {
-        self.seen
-            .entry(id)
-            .and_modify(|s| {
+        match self.seen.get_mut(&id) {
+            Some(s) => {
                 s.expires_at = expires_at;
                 s.size = size;
-            })
-            .or_insert(Seen {
-                expires_at,
-                size,
-                accessed: false,
-            });
+            }
+            None => self.remember(
+                id,
+                Seen {
+                    expires_at,
+                    size,
+                    accessed: false,
+                },
+            ),
+        }
     }
 
     /// Final figures: warmed values never read and expired by `end` count as wasted.
@@ -885,6 +942,34 @@ impl WarmQueue {
 mod tests {
     use super::*;
 
+    /// At most `max_remembered` keys are remembered beyond the cached ones;
+    /// the oldest are forgotten first, and a miss of a forgotten key counts
+    /// as cold while a remembered one is still told evicted.
+    #[test]
+    fn the_memory_of_keys_is_capped() {
+        let mut s = sim(Capacity::Entries(10), 3600.0, 0.0, 0.0);
+        s.cfg.max_remembered = 100;
+        for id in 0..1000u64 {
+            assert_eq!(s.access(id as f64, id, 1, None), Outcome::Cold);
+            assert!(s.remembered() <= 100, "{} at key {id}", s.remembered());
+        }
+        assert_eq!(s.stats.keys_forgotten, 900);
+        assert_eq!(s.access(1000.0, 950, 1, None), Outcome::Evicted);
+        assert_eq!(s.access(1001.0, 0, 1, None), Outcome::Cold, "forgotten");
+        assert_eq!(s.access(1002.0, 999, 1, None), Outcome::Hit);
+        // Cached keys are never forgotten: a cap below the cache's size
+        // keeps the records of the cached keys.
+        let mut s = sim(Capacity::Entries(50), 3600.0, 0.0, 0.0);
+        s.cfg.max_remembered = 10;
+        for id in 0..50u64 {
+            s.access(id as f64, id, 1, None);
+        }
+        assert_eq!(s.stats.keys_forgotten, 0);
+        s.set_now(100.0);
+        assert!(s.warm(100.0, 7, 1), "a warm of a cached key");
+        assert_eq!(s.access(101.0, 7, 1, None), Outcome::Hit);
+    }
+
     fn sim(capacity: Capacity, ttl: f64, latency: f64, rps: f64) -> Sim {
         Sim::new(SimConfig {
             capacity,
@@ -892,6 +977,7 @@ mod tests {
             latency,
             rps,
             admission: false,
+            max_remembered: usize::MAX,
         })
     }
 
@@ -976,6 +1062,7 @@ mod tests {
         for admission in [true, false] {
             let mut s = Sim::new(SimConfig {
                 admission,
+                max_remembered: usize::MAX,
                 ..sim(Capacity::Entries(2), 1000.0, 0.0, 0.0).cfg
             });
             for i in 0..5 {

@@ -116,6 +116,7 @@ mod tests {
                 latency,
                 rps: 0.0,
                 admission: false,
+                max_remembered: usize::MAX,
             },
             KeySpace::Numeric,
         )

@@ -63,6 +63,14 @@ impl ModeResult {
         }
     }
 
+    /// Appends `note` to the result's note.
+    pub fn add_note(&mut self, note: String) {
+        self.note = Some(match self.note.take() {
+            Some(n) => format!("{n}; {note}"),
+            None => note,
+        });
+    }
+
     pub fn unavailable(note: String) -> Self {
         ModeResult {
             status: "unavailable".into(),

@@ -113,6 +113,7 @@ mod tests {
                 latency,
                 rps,
                 admission: false,
+                max_remembered: usize::MAX,
             },
             KeySpace::Numeric,
         )

@@ -442,6 +442,7 @@ mod tests {
                 latency: 0.1,
                 rps: 0.0,
                 admission: false,
+                max_remembered: usize::MAX,
             },
             KeySpace::Numeric,
         );
@@ -514,6 +515,7 @@ mod tests {
         let mut c = cfg();
         c.predictive.schedules = true;
         c.predictive.tracker_max_keys = 5_000;
+        c.sim.max_remembered = 5_000;
         c.predictor_settings.learned_max_keys = 50_000;
         c.sim.capacity = Capacity::Entries(1_000_000);
         // Values live a minute: `expiry-refresh` keeps warming (no budget:
@@ -535,6 +537,14 @@ mod tests {
             }
         }
         assert!(m.tracker().len() <= 5_000, "tracker {}", m.tracker().len());
+        // Keys still cached are remembered whatever the cap (the cache's
+        // size bounds them); of the others at most the cap.
+        assert!(
+            m.sim.remembered() <= m.sim.len() + 5_000,
+            "simulation {} with {} cached",
+            m.sim.remembered(),
+            m.sim.len()
+        );
         assert!(learned.len() <= 50_000, "learned {}", learned.len());
         let end = t0 + keys as f64 / 1000.0;
         assert!(
