@@ -156,26 +156,12 @@ impl Leases {
 
     /// Adds [`Leases::mark_warmed`] to `pipe`.
     pub fn add_mark_warmed(&self, pipe: &mut redis::Pipeline, key: &str, interval: Duration) {
-        if !interval.is_zero() {
-            pipe.cmd("SET")
-                .arg(self.warmed_key(key))
-                .arg(1)
-                .arg("PX")
-                .arg(millis(interval))
-                .ignore();
-        }
+        add_mark(pipe, self.warmed_key(key), interval);
     }
 
     /// Adds [`Leases::mark_not_found`] to `pipe`.
     pub fn add_mark_not_found(&self, pipe: &mut redis::Pipeline, key: &str, quiet: Duration) {
-        if !quiet.is_zero() {
-            pipe.cmd("SET")
-                .arg(self.not_found_key(key))
-                .arg(1)
-                .arg("PX")
-                .arg(millis(quiet))
-                .ignore();
-        }
+        add_mark(pipe, self.not_found_key(key), quiet);
     }
 
     /// Records that the origin answered 404 for `key`: for `quiet`, every
@@ -263,6 +249,18 @@ impl Leases {
         }
         let mut conn = self.conn.clone();
         Ok(pipe.query_async(&mut conn).await?)
+    }
+}
+
+/// Adds `SET marker 1 PX for` to `pipe` (nothing for a zero duration).
+fn add_mark(pipe: &mut redis::Pipeline, marker: String, for_: Duration) {
+    if !for_.is_zero() {
+        pipe.cmd("SET")
+            .arg(marker)
+            .arg(1)
+            .arg("PX")
+            .arg(millis(for_))
+            .ignore();
     }
 }
 
