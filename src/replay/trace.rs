@@ -23,21 +23,29 @@
 //! ([`KeySpace::Text`]); two distinct keys sharing a hash would be merged
 //! (odds about n²/2⁶⁵: 3·10⁻⁶ for 10 million keys).
 //!
-//! An xz file (`.xz`) is decompressed by `lzma-rs` on a helper thread that
-//! hands 64 KiB chunks over a bounded channel, so it streams too; a zstd
-//! file (`.zst`, as libCacheSim's datasets ship) is decoded by `ruzstd` as it
-//! is read, frame after frame.
+//! Compressed files stream too, whatever the format. The compression is
+//! recognised by the file's magic number (gzip `1f 8b`, bzip2 `BZh`, xz
+//! `fd 37 7a 58 5a 00`, zstd `28 b5 2f fd`), else by its suffix, so a
+//! compressed file without the suffix still opens; format detection looks
+//! through the suffix (`web07.trace.xz` is a `.trace`). gzip (`.gz`, as
+//! caffeine's traces ship) is decoded by `flate2`, every member of a
+//! multi-member file; bzip2 (`.bz2`) by `bzip2` (pure Rust), every stream;
+//! xz (`.xz`) by `lzma-rs` on a helper thread that hands 64 KiB chunks over a
+//! bounded channel; zstd (`.zst`, as libCacheSim's datasets ship) by
+//! `ruzstd`, frame after frame. A corrupt or truncated file is an error
+//! naming the compression (`gzip: truncated: …`).
 
-use std::fs::File;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, Read};
 use std::path::Path;
-use std::sync::mpsc;
 
 use compact_str::{CompactString, format_compact};
-use ruzstd::decoding::{FrameDecoder, StreamingDecoder};
 
 use crate::protocol::{AccessEvent, AccessRequest, AccessTime};
+
+mod compress;
+
+pub use compress::{Compression, open_bytes};
 
 /// One access of the trace.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,16 +134,15 @@ impl Format {
         }
     }
 
-    /// Guesses the format from the file name (`.xz` and `.zst` looked
-    /// through), for `.trace` from whether it starts as text or binary, and
+    /// Guesses the format from the file name (a compression suffix, `.gz`,
+    /// `.bz2`, `.xz` or `.zst`, looked through), for `.trace` from whether it starts as text or binary, and
     /// for anything else from the first line.
     pub fn detect(path: &Path) -> io::Result<Format> {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().to_ascii_lowercase())
             .unwrap_or_default();
-        let name = name.strip_suffix(".xz").unwrap_or(&name);
-        let name = name.strip_suffix(".zst").unwrap_or(name);
+        let name = compress::strip_suffix(&name);
         if name.ends_with(".vscsi") {
             return Ok(Format::Vscsi);
         }
@@ -235,153 +242,6 @@ fn starts_as_text(path: &Path) -> io::Result<bool> {
             .iter()
             .all(|&b| matches!(b, b'\t' | b'\n' | b'\r' | 0x20..=0x7e))
         && (head.contains(&b'\n') || head.len() < 256))
-}
-
-/// The file as a byte stream, xz-decompressed on a helper thread when it
-/// ends in `.xz`, zstd-decoded when it ends in `.zst`.
-pub fn open_bytes(path: &Path) -> io::Result<Box<dyn BufRead + Send>> {
-    let file = File::open(path)?;
-    let ext = |x: &str| path.extension().is_some_and(|e| e.eq_ignore_ascii_case(x));
-    if ext("zst") {
-        return Ok(Box::new(BufReader::with_capacity(
-            1 << 16,
-            ZstdFrames::new(BufReader::with_capacity(1 << 16, file))?,
-        )));
-    }
-    if !ext("xz") {
-        return Ok(Box::new(BufReader::with_capacity(1 << 16, file)));
-    }
-    let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<u8>>>(4);
-    std::thread::spawn(move || {
-        let mut input = BufReader::new(file);
-        let mut out = ChunkWriter {
-            tx: tx.clone(),
-            buf: Vec::with_capacity(1 << 16),
-        };
-        let r = lzma_rs::xz_decompress(&mut input, &mut out);
-        let _ = io::Write::flush(&mut out);
-        if let Err(e) = r {
-            let _ = tx.send(Err(bad(format!("xz: {e}"))));
-        }
-    });
-    Ok(Box::new(BufReader::new(ChunkReader {
-        rx,
-        chunk: Vec::new(),
-        pos: 0,
-    })))
-}
-
-/// A zstd stream decoded frame after frame: `ruzstd`'s decoder reads one
-/// frame, and `zstd` may write several (multi-threaded or concatenated);
-/// skippable frames (`pzstd` writes them) are skipped.
-struct ZstdFrames {
-    frame: Option<StreamingDecoder<BufReader<File>, FrameDecoder>>,
-}
-
-fn zstd_error(e: impl std::fmt::Display) -> io::Error {
-    bad(format!("zstd: {e}"))
-}
-
-/// Magic numbers 0x184D2A50..=0x184D2A5F start a skippable frame.
-const ZSTD_SKIPPABLE: u32 = 0x184D_2A50;
-
-/// The decoder of the next data frame of `source`, `None` at its end.
-fn next_zstd_frame(
-    mut source: BufReader<File>,
-) -> io::Result<Option<StreamingDecoder<BufReader<File>, FrameDecoder>>> {
-    loop {
-        let buf = source.fill_buf()?;
-        if buf.is_empty() {
-            return Ok(None);
-        }
-        if buf.len() >= 4
-            && u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) & !0xF == ZSTD_SKIPPABLE
-        {
-            let mut head = [0u8; 8];
-            source.read_exact(&mut head)?;
-            let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-            io::copy(&mut (&mut source).take(u64::from(len)), &mut io::sink())?;
-            continue;
-        }
-        return StreamingDecoder::new(source).map(Some).map_err(zstd_error);
-    }
-}
-
-impl ZstdFrames {
-    fn new(source: BufReader<File>) -> io::Result<Self> {
-        Ok(ZstdFrames {
-            frame: next_zstd_frame(source)?,
-        })
-    }
-}
-
-impl Read for ZstdFrames {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while let Some(frame) = self.frame.as_mut() {
-            let n = frame.read(out)?;
-            if n > 0 || out.is_empty() {
-                return Ok(n);
-            }
-            // This frame is done: decode the next one, if any bytes are left.
-            match self.frame.take().map(StreamingDecoder::into_inner) {
-                Some(source) => self.frame = next_zstd_frame(source)?,
-                None => break,
-            }
-        }
-        Ok(0)
-    }
-}
-
-/// Sends what is written in chunks over a bounded channel.
-struct ChunkWriter {
-    tx: mpsc::SyncSender<io::Result<Vec<u8>>>,
-    buf: Vec<u8>,
-}
-
-impl io::Write for ChunkWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= 1 << 16 {
-            self.flush()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(1 << 16));
-        self.tx
-            .send(Ok(chunk))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "reader gone"))
-    }
-}
-
-/// Reads the chunks a [`ChunkWriter`] sends.
-struct ChunkReader {
-    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
-    chunk: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for ChunkReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos >= self.chunk.len() {
-            match self.rx.recv() {
-                Ok(Ok(c)) => {
-                    self.chunk = c;
-                    self.pos = 0;
-                }
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.chunk.len() - self.pos);
-        out[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
 }
 
 /// Opens `path` as a trace of `format`.
@@ -947,6 +807,172 @@ mod tests {
         // Ids above i64::MAX round-trip through the numeric key space; size 0 counts as 1.
         assert_eq!((r[1].id, r[1].size), (u64::MAX, 1));
         assert_eq!(KeySpace::Numeric.id(&r[1].key), Some(u64::MAX));
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut e, data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn bzip2(data: &[u8]) -> Vec<u8> {
+        let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
+        std::io::Write::write_all(&mut e, data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn xz(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        lzma_rs::xz_compress(&mut io::Cursor::new(data), &mut out).unwrap();
+        out
+    }
+
+    fn zstd(data: &[u8]) -> Vec<u8> {
+        ruzstd::encoding::compress_to_vec(data, ruzstd::encoding::CompressionLevel::Fastest)
+    }
+
+    /// Writes `bytes` to `name` in `dir`.
+    fn file(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    /// Every request of the file at `path`, read as `format`.
+    fn read_path(path: &Path, format: Format) -> Vec<Request> {
+        let clock = Clock {
+            start: 0.0,
+            rate: 1.0,
+        };
+        open(path, format, clock)
+            .unwrap()
+            .collect::<io::Result<Vec<_>>>()
+            .unwrap()
+    }
+
+    fn keys(r: &[Request]) -> Vec<&str> {
+        r.iter().map(|r| r.key.as_str()).collect()
+    }
+
+    /// Big-endian `i32` records, as cache2k traces are.
+    fn i32_records(keys: &[i32]) -> Vec<u8> {
+        keys.iter().flat_map(|k| k.to_be_bytes()).collect()
+    }
+
+    #[test]
+    fn gzip_every_member_of_a_multi_member_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = gzip(b"user:1\nuser:2\n");
+        bytes.extend(gzip(b"user:3\n"));
+        let path = file(&dir, "keys.txt.gz", &bytes);
+        assert_eq!(Format::detect(&path).unwrap(), Format::Text);
+        let r = read_path(&path, Format::Text);
+        assert_eq!(keys(&r), ["user:1", "user:2", "user:3"]);
+        assert_eq!(r[2].at, 2.0);
+    }
+
+    #[test]
+    fn bzip2_every_stream_of_a_binary_trace() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = bzip2(&i32_records(&[7, -1]));
+        bytes.extend(bzip2(&i32_records(&[7])));
+        let path = file(&dir, "web.trace.bz2", &bytes);
+        // `.bz2` is looked through: a binary `.trace`.
+        assert_eq!(Format::detect(&path).unwrap(), Format::Cache2k);
+        let r = read_path(&path, Format::Cache2k);
+        assert_eq!(keys(&r), ["7", "-1", "7"]);
+        assert_eq!((r[0].id, r[1].id), (7, u64::MAX));
+    }
+
+    #[test]
+    fn compression_is_known_by_its_magic_number_without_a_suffix() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = b"version,time,op,size,lbn\n1,5,28,512,42\n1,6,2a,1024,43\n";
+        for (name, bytes) in [
+            ("gz", gzip(csv)),
+            ("bz", bzip2(csv)),
+            ("x", xz(csv)),
+            ("z", zstd(csv)),
+            ("plain", csv.to_vec()),
+        ] {
+            let path = file(&dir, name, &bytes);
+            assert_eq!(
+                Format::detect(&path).unwrap(),
+                Format::CloudPhysics,
+                "{name}"
+            );
+            let r = read_path(&path, Format::CloudPhysics);
+            let got: Vec<_> = r.iter().map(|r| (r.at, r.id, r.size, r.write)).collect();
+            assert_eq!(
+                got,
+                [(5.0, 42, 512, false), (6.0, 43, 1024, true)],
+                "{name}"
+            );
+        }
+        assert_eq!(
+            Compression::from_magic(&gzip(b"x")),
+            Some(Compression::Gzip)
+        );
+        assert_eq!(
+            Compression::from_magic(&bzip2(b"x")),
+            Some(Compression::Bzip2)
+        );
+        assert_eq!(Compression::from_magic(&xz(b"x")), Some(Compression::Xz));
+        assert_eq!(
+            Compression::from_magic(&zstd(b"x")),
+            Some(Compression::Zstd)
+        );
+        assert_eq!(Compression::from_magic(b"BZh"), None);
+        assert_eq!(Compression::from_magic(b"1,2\n"), None);
+    }
+
+    #[test]
+    fn every_compression_suffix_is_looked_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = i32_records(&[1, 2, 3]);
+        for (name, bytes) in [
+            ("a.trace.gz", gzip(&records)),
+            ("a.trace.bz2", bzip2(&records)),
+            ("a.trace.xz", xz(&records)),
+            ("a.trace.zst", zstd(&records)),
+        ] {
+            let path = file(&dir, name, &bytes);
+            assert_eq!(Format::detect(&path).unwrap(), Format::Cache2k, "{name}");
+        }
+        let path = file(&dir, "cloudPhysicsIO.vscsi.gz", &gzip(&[0u8; 32]));
+        assert_eq!(Format::detect(&path).unwrap(), Format::Vscsi);
+    }
+
+    #[test]
+    fn truncated_or_corrupt_compressed_files_are_errors_naming_the_compression() {
+        let dir = tempfile::tempdir().unwrap();
+        let text: String = (0..5000).map(|i| format!("user:{i}\n")).collect();
+        for (name, bytes, label) in [
+            ("t.txt.gz", gzip(text.as_bytes()), "gzip"),
+            ("t.txt.bz2", bzip2(text.as_bytes()), "bzip2"),
+            ("t.txt.xz", xz(text.as_bytes()), "xz"),
+        ] {
+            let cut = &bytes[..bytes.len() / 2];
+            let path = file(&dir, name, cut);
+            let clock = Clock {
+                start: 0.0,
+                rate: 1.0,
+            };
+            let e = open(&path, Format::Text, clock)
+                .and_then(|t| t.collect::<io::Result<Vec<_>>>())
+                .unwrap_err();
+            assert!(e.to_string().contains(label), "{name}: {e}");
+        }
+        // A `.gz` suffix on a file that is not gzip: the decoder says so.
+        let path = file(&dir, "plain.txt.gz", b"user:1\n");
+        let clock = Clock {
+            start: 0.0,
+            rate: 1.0,
+        };
+        let e = open(&path, Format::Text, clock)
+            .and_then(|t| t.collect::<io::Result<Vec<_>>>())
+            .unwrap_err();
+        assert!(e.to_string().starts_with("gzip"), "{e}");
     }
 
     #[test]
