@@ -25,9 +25,10 @@
 //!
 //! Compressed files stream too, whatever the format. The compression is
 //! recognised by the file's magic number (gzip `1f 8b`, bzip2 `BZh`, xz
-//! `fd 37 7a 58 5a 00`, zstd `28 b5 2f fd`), else by its suffix, so a
-//! compressed file without the suffix still opens; format detection looks
-//! through the suffix (`web07.trace.xz` is a `.trace`). gzip (`.gz`, as
+//! `fd 37 7a 58 5a 00`, zstd `28 b5 2f fd`), not its name, so a compressed
+//! file without the suffix opens, and a file that has the suffix but not
+//! the magic number reads as it is; format detection looks through the
+//! suffix (`web07.trace.xz` is a `.trace`). gzip (`.gz`, as
 //! caffeine's traces ship) is decoded by `flate2`, every member of a
 //! multi-member file; bzip2 (`.bz2`) by `bzip2` (pure Rust), every stream;
 //! xz (`.xz`) by `lzma-rs` on a helper thread that hands 64 KiB chunks over a
@@ -43,7 +44,10 @@ use compact_str::{CompactString, format_compact};
 
 use crate::protocol::{AccessEvent, AccessRequest, AccessTime};
 
+mod caffeine;
 mod compress;
+mod lcs;
+mod snia;
 
 pub use compress::{Compression, open_bytes};
 
@@ -90,10 +94,21 @@ pub enum Format {
     Twitter,
     Csv,
     AccessJsonl,
+    Lcs,
+    Address,
+    AdaptSize,
+    Arc,
+    Lirs2,
+    Corda,
+    Scarab,
+    Msr,
+    Systor,
+    TencentBlock,
+    TencentPhoto,
 }
 
 impl Format {
-    pub const NAMES: [&'static str; 8] = [
+    pub const NAMES: [&'static str; 19] = [
         "cloudphysics",
         "vscsi",
         "cache2k",
@@ -102,18 +117,43 @@ impl Format {
         "twitter",
         "csv",
         "access-jsonl",
+        "lcs",
+        "address",
+        "adapt-size",
+        "arc",
+        "lirs2",
+        "corda",
+        "scarab",
+        "msr",
+        "systor",
+        "tencent-block",
+        "tencent-photo",
     ];
 
+    /// The format `s` names: one of [`Format::NAMES`], or another name it
+    /// goes by (Caffeine's trace format names among them: `lirs`,
+    /// `snia-cambridge`, `snia-tencent-block`, …).
     pub fn parse(s: &str) -> Result<Format, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
+        match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
             "cloudphysics" | "libcachesim-csv" => Ok(Format::CloudPhysics),
             "vscsi" => Ok(Format::Vscsi),
             "cache2k" | "web07" | "i32be" => Ok(Format::Cache2k),
             "oracle-general" | "oraclegeneral" | "oracle" => Ok(Format::OracleGeneral),
-            "txt" | "text" | "lines" | "plain" => Ok(Format::Text),
+            "txt" | "text" | "lines" | "plain" | "lirs" | "gradle" => Ok(Format::Text),
             "twitter" | "twemcache" => Ok(Format::Twitter),
             "csv" => Ok(Format::Csv),
             "access-jsonl" | "jsonl" | "access" => Ok(Format::AccessJsonl),
+            "lcs" | "libcachesim" => Ok(Format::Lcs),
+            "address" | "address-penalties" => Ok(Format::Address),
+            "adapt-size" | "adaptsize" | "webcachesim" => Ok(Format::AdaptSize),
+            "arc" => Ok(Format::Arc),
+            "lirs2" | "cloud-physics" | "u32be" => Ok(Format::Lirs2),
+            "corda" => Ok(Format::Corda),
+            "scarab" | "i64be" => Ok(Format::Scarab),
+            "msr" | "snia-cambridge" | "msr-cambridge" | "cambridge" => Ok(Format::Msr),
+            "systor" | "snia-systor" => Ok(Format::Systor),
+            "tencent-block" | "snia-tencent-block" => Ok(Format::TencentBlock),
+            "tencent-photo" | "snia-tencent-photo" => Ok(Format::TencentPhoto),
             other => Err(format!(
                 "unknown trace format {other:?}; allowed: {}",
                 Format::NAMES.join(", ")
@@ -131,12 +171,46 @@ impl Format {
             Format::Twitter => "twitter",
             Format::Csv => "csv",
             Format::AccessJsonl => "access-jsonl",
+            Format::Lcs => "lcs",
+            Format::Address => "address",
+            Format::AdaptSize => "adapt-size",
+            Format::Arc => "arc",
+            Format::Lirs2 => "lirs2",
+            Format::Corda => "corda",
+            Format::Scarab => "scarab",
+            Format::Msr => "msr",
+            Format::Systor => "systor",
+            Format::TencentBlock => "tencent-block",
+            Format::TencentPhoto => "tencent-photo",
         }
     }
 
-    /// Guesses the format from the file name (a compression suffix, `.gz`,
-    /// `.bz2`, `.xz` or `.zst`, looked through), for `.trace` from whether it starts as text or binary, and
-    /// for anything else from the first line.
+    /// Guesses the format of the file at `path`: from its name (a
+    /// compression suffix, `.gz`, `.bz2`, `.xz` or `.zst`, looked through),
+    /// else from its first bytes (decompressed): a binary layout or, for
+    /// text, the shape of its first line. The rules, in order:
+    ///
+    /// 1. name: `.vscsi` → `vscsi`; `oracleGeneral` anywhere → `oracle-general`;
+    ///    `.lcs` → `lcs`; `.txt` → `txt`; `.jsonl`, `.ndjson`, `.json` → `access-jsonl`;
+    /// 2. libCacheSim's lcs magic number → `lcs`;
+    /// 3. binary (not printable text with line breaks): `w<digits>.trace` →
+    ///    `lirs2`, `corda`/`vaultservice` in the name → `corda`, `scarab`,
+    ///    `prods.trace*`, `recs.trace*` → `scarab`; else 8-byte keys by their
+    ///    look (see [`caffeine::looks_like_8_byte_keys`]) → `scarab`, else
+    ///    `cache2k` (4-byte keys);
+    /// 4. text, by the first line that is not blank, `#` or `*`: the
+    ///    CloudPhysics header → `cloudphysics`; the SYSTOR header or line shape
+    ///    → `systor`; an MSR line (7 fields, `Read`/`Write` 4th) → `msr`; a
+    ///    Twitter line → `twitter`; 5 whole numbers by commas, 0/1 4th →
+    ///    `tencent-block`; 8 fields by spaces, `yyyyMMddHHmmss` and a hex id
+    ///    → `tencent-photo`; `l|s 0xADDR N` → `address`; `.lis` or 4 whole
+    ///    numbers by spaces → `arc`; 3 whole numbers by spaces →
+    ///    `adapt-size`; a `.trace` or `.trc` name, or a first line with no
+    ///    comma and no space (one key per line, LIRS's traces) → `txt`; else
+    ///    `csv`.
+    ///
+    /// Traces that rule 3 cannot tell apart (a `lirs2` file renamed, a
+    /// Corda trace without its name) need `--format`.
     pub fn detect(path: &Path) -> io::Result<Format> {
         let name = path
             .file_name()
@@ -149,38 +223,99 @@ impl Format {
         if name.contains("oraclegeneral") {
             return Ok(Format::OracleGeneral);
         }
+        if name.ends_with(".lcs") {
+            return Ok(Format::Lcs);
+        }
         if name.ends_with(".txt") {
             return Ok(Format::Text);
-        }
-        if name.ends_with(".trace") {
-            return Ok(if starts_as_text(path)? {
-                Format::Text
-            } else {
-                Format::Cache2k
-            });
         }
         if name.ends_with(".jsonl") || name.ends_with(".ndjson") || name.ends_with(".json") {
             return Ok(Format::AccessJsonl);
         }
-        let mut first = String::new();
-        open_bytes(path)?.read_line(&mut first)?;
-        let first = first.trim();
-        if first.eq_ignore_ascii_case("version,time,op,size,lbn") {
-            Ok(Format::CloudPhysics)
-        } else if twitter(first, 1).is_ok_and(|r| r.is_some()) {
-            Ok(Format::Twitter)
+        let mut head = Vec::with_capacity(HEAD);
+        open_bytes(path)?.take(HEAD as u64).read_to_end(&mut head)?;
+        if lcs::has_magic(&head) {
+            return Ok(Format::Lcs);
+        }
+        if !starts_as_text(&head) {
+            if let Some(f) = caffeine::binary_by_name(name) {
+                return Ok(f);
+            }
+            return Ok(if caffeine::looks_like_8_byte_keys(&head) {
+                Format::Scarab
+            } else {
+                Format::Cache2k
+            });
+        }
+        let text = String::from_utf8_lossy(&head);
+        let mut lines = text.lines().map(str::trim);
+        // The last line of the head may be cut short: only whole lines count.
+        let whole_lines = if head.len() < HEAD {
+            usize::MAX
         } else {
-            Ok(Format::Csv)
+            text.lines().count() - 1
+        };
+        let first = lines
+            .by_ref()
+            .take(whole_lines)
+            .find(|l| !(l.is_empty() || l.starts_with('#') || *l == "*"))
+            .unwrap_or("");
+        Ok(Format::by_first_line(name, first))
+    }
+
+    /// Rule 4 of [`Format::detect`]: a text file's format by its `name` and
+    /// its `first` line that is not blank, `#` or `*`.
+    fn by_first_line(name: &str, first: &str) -> Format {
+        if first.eq_ignore_ascii_case("version,time,op,size,lbn") {
+            Format::CloudPhysics
+        } else if snia::is_systor_header(first) || snia::is_systor_line(first) {
+            Format::Systor
+        } else if snia::is_msr_line(first) {
+            Format::Msr
+        } else if twitter(first, 1).is_ok_and(|r| r.is_some()) {
+            Format::Twitter
+        } else if snia::is_tencent_block_line(first) {
+            Format::TencentBlock
+        } else if snia::is_tencent_photo_line(first) {
+            Format::TencentPhoto
+        } else if caffeine::is_address_line(first) {
+            Format::Address
+        } else if name.ends_with(".lis") || caffeine::is_arc_line(first) {
+            Format::Arc
+        } else if caffeine::is_adapt_size_line(first) {
+            Format::AdaptSize
+        } else if name.ends_with(".trace")
+            || name.ends_with(".trc")
+            || (!first.is_empty() && !first.contains(',') && !first.contains(char::is_whitespace))
+        {
+            Format::Text
+        } else {
+            Format::Csv
         }
     }
 
     /// How keys of this format map to ids.
     pub fn key_space(self) -> KeySpace {
         match self {
-            Format::CloudPhysics | Format::Vscsi | Format::Cache2k | Format::OracleGeneral => {
-                KeySpace::Numeric
-            }
-            Format::Text | Format::Twitter | Format::Csv | Format::AccessJsonl => KeySpace::Text,
+            Format::CloudPhysics
+            | Format::Vscsi
+            | Format::Cache2k
+            | Format::OracleGeneral
+            | Format::Lcs
+            | Format::Address
+            | Format::AdaptSize
+            | Format::Arc
+            | Format::Lirs2
+            | Format::Corda
+            | Format::Scarab
+            | Format::Msr => KeySpace::Numeric,
+            Format::Text
+            | Format::Twitter
+            | Format::Csv
+            | Format::AccessJsonl
+            | Format::Systor
+            | Format::TencentBlock
+            | Format::TencentPhoto => KeySpace::Text,
         }
     }
 }
@@ -231,17 +366,19 @@ fn bad(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
+/// Bytes of a file's start that detection looks at (decompressed).
+const HEAD: usize = 1 << 16;
+
 /// Whether the first bytes of the (decompressed) file are printable text
 /// with line breaks: a binary trace of integers has NUL and control bytes
 /// among its first few records.
-fn starts_as_text(path: &Path) -> io::Result<bool> {
-    let mut head = Vec::with_capacity(256);
-    open_bytes(path)?.take(256).read_to_end(&mut head)?;
-    Ok(!head.is_empty()
+fn starts_as_text(head: &[u8]) -> bool {
+    let head = &head[..head.len().min(256)];
+    !head.is_empty()
         && head
             .iter()
             .all(|&b| matches!(b, b'\t' | b'\n' | b'\r' | 0x20..=0x7e))
-        && (head.contains(&b'\n') || head.len() < 256))
+        && (head.contains(&b'\n') || head.len() < 256)
 }
 
 /// Opens `path` as a trace of `format`.
@@ -252,29 +389,46 @@ pub fn open(path: &Path, format: Format, clock: Clock) -> io::Result<Trace> {
 
 /// A trace of `format` read from `input`.
 pub fn from_reader(input: Box<dyn BufRead + Send>, format: Format, clock: Clock) -> Trace {
-    match format {
-        Format::CloudPhysics => Box::new(LineTrace::new(input, cloudphysics)),
-        Format::Vscsi => Box::new(Records::new(input, clock, vscsi)),
-        Format::Cache2k => Box::new(Records::new(input, clock, cache2k)),
-        Format::OracleGeneral => Box::new(Records::new(input, clock, oracle_general)),
-        Format::Text => Box::new(TextLines {
-            lines: input,
-            line: String::new(),
-            n: 0,
-            clock,
-            index: 0,
-        }),
-        Format::Twitter => Box::new(LineTrace::new(input, twitter)),
-        Format::Csv => Box::new(LineTrace::new(input, csv)),
-        Format::AccessJsonl => Box::new(AccessJsonl {
-            lines: input,
-            line: String::new(),
-            n: 0,
-            clock,
-            index: 0,
-            pending: std::collections::VecDeque::new(),
-        }),
-    }
+    // The text formats: the line parser, and the clock for those without timestamps.
+    let (parse, timing): (LineParser, Option<Clock>) = match format {
+        Format::CloudPhysics => (cloudphysics, None),
+        Format::Text => (text_key, Some(clock)),
+        Format::Twitter => (twitter, None),
+        Format::Csv => (csv, None),
+        Format::Address => (caffeine::address, Some(clock)),
+        Format::AdaptSize => (caffeine::adapt_size, None),
+        Format::Msr => (snia::msr, None),
+        Format::Systor => (snia::systor, None),
+        Format::TencentBlock => (snia::tencent_block, None),
+        Format::TencentPhoto => (snia::tencent_photo, None),
+        Format::Vscsi => return Box::new(Records::new(format, input, clock, vscsi)),
+        Format::Cache2k => return Box::new(Records::new(format, input, clock, cache2k)),
+        Format::OracleGeneral => {
+            return Box::new(Records::new(format, input, clock, oracle_general));
+        }
+        Format::Lirs2 => return Box::new(Records::new(format, input, clock, caffeine::lirs2)),
+        Format::Corda | Format::Scarab => {
+            return Box::new(Records::new(format, input, clock, caffeine::i64_be));
+        }
+        Format::Lcs => return Box::new(lcs::Lcs::new(input)),
+        Format::Arc => return Box::new(caffeine::ArcTrace::new(input, clock)),
+        Format::AccessJsonl => {
+            return Box::new(AccessJsonl {
+                lines: input,
+                line: String::new(),
+                n: 0,
+                clock,
+                index: 0,
+                pending: std::collections::VecDeque::new(),
+            });
+        }
+    };
+    Box::new(LineTrace::new(format, input, parse, timing))
+}
+
+/// The error `e` of a `format` trace, named: `twitter line 3: …`.
+fn named(format: Format, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{} {e}", format.name()))
 }
 
 fn numeric(id: u64) -> CompactString {
@@ -294,25 +448,39 @@ fn next_line(input: &mut dyn BufRead, line: &mut String, n: &mut u64) -> io::Res
     Ok(true)
 }
 
-/// A text trace read line by line: `parse` turns line `n` (1-based, without
-/// the newline) into a request, or `None` for a line to skip.
+/// Turns line `n` (1-based, without the newline) into a request, or
+/// `None` for a line to skip.
+type LineParser = fn(&str, u64) -> io::Result<Option<Request>>;
+
+/// A text trace read line by line with a [`LineParser`]; errors name the
+/// format and the line.
 struct LineTrace {
+    format: Format,
     lines: Box<dyn BufRead + Send>,
     line: String,
     n: u64,
-    parse: fn(&str, u64) -> io::Result<Option<Request>>,
+    parse: LineParser,
+    /// Where time comes from, for formats without timestamps.
+    clock: Option<Clock>,
+    /// Requests so far.
+    index: u64,
 }
 
 impl LineTrace {
     fn new(
+        format: Format,
         lines: Box<dyn BufRead + Send>,
-        parse: fn(&str, u64) -> io::Result<Option<Request>>,
+        parse: LineParser,
+        clock: Option<Clock>,
     ) -> LineTrace {
         LineTrace {
+            format,
             lines,
             line: String::new(),
             n: 0,
             parse,
+            clock,
+            index: 0,
         }
     }
 }
@@ -323,11 +491,20 @@ impl Iterator for LineTrace {
         loop {
             match next_line(&mut *self.lines, &mut self.line, &mut self.n) {
                 Ok(false) => return None,
-                Err(e) => return Some(Err(e)),
+                Err(e) => {
+                    let e = bad(format!("line {}: {e}", self.n + 1));
+                    return Some(Err(named(self.format, e)));
+                }
                 Ok(true) => match (self.parse)(&self.line, self.n) {
                     Ok(None) => continue,
-                    Ok(Some(r)) => return Some(Ok(r)),
-                    Err(e) => return Some(Err(e)),
+                    Ok(Some(mut r)) => {
+                        if let Some(clock) = &self.clock {
+                            r.at = clock.at(self.index);
+                        }
+                        self.index += 1;
+                        return Some(Ok(r));
+                    }
+                    Err(e) => return Some(Err(named(self.format, e))),
                 },
             }
         }
@@ -390,6 +567,7 @@ fn read_record(input: &mut dyn Read, buf: &mut [u8]) -> io::Result<bool> {
 /// A binary trace of fixed-size records of `N` bytes; `decode` turns record
 /// `index` (0-based) into a request.
 struct Records<const N: usize> {
+    format: Format,
     input: Box<dyn BufRead + Send>,
     clock: Clock,
     n: u64,
@@ -398,11 +576,13 @@ struct Records<const N: usize> {
 
 impl<const N: usize> Records<N> {
     fn new(
+        format: Format,
         input: Box<dyn BufRead + Send>,
         clock: Clock,
         decode: fn(&[u8; N], u64, &Clock) -> Request,
     ) -> Self {
         Records {
+            format,
             input,
             clock,
             n: 0,
@@ -417,7 +597,10 @@ impl<const N: usize> Iterator for Records<N> {
         let mut rec = [0u8; N];
         match read_record(&mut self.input, &mut rec) {
             Ok(false) => return None,
-            Err(e) => return Some(Err(bad(format!("record {}: {e}", self.n)))),
+            Err(e) => {
+                let e = bad(format!("record {}: {e}", self.n));
+                return Some(Err(named(self.format, e)));
+            }
             Ok(true) => {}
         }
         let r = (self.decode)(&rec, self.n, &self.clock);
@@ -476,34 +659,14 @@ fn oracle_general(rec: &[u8; 24], _: u64, _: &Clock) -> Request {
     }
 }
 
-/// One key per line; time from the clock.
-struct TextLines {
-    lines: Box<dyn BufRead + Send>,
-    line: String,
-    n: u64,
-    clock: Clock,
-    /// Requests so far (their virtual time comes from the clock).
-    index: u64,
-}
-
-impl Iterator for TextLines {
-    type Item = io::Result<Request>;
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            match next_line(&mut *self.lines, &mut self.line, &mut self.n) {
-                Ok(false) => return None,
-                Err(e) => return Some(Err(e)),
-                Ok(true) => {}
-            }
-            let key = self.line.trim();
-            if key.is_empty() || key.starts_with('#') {
-                continue;
-            }
-            let at = self.clock.at(self.index);
-            self.index += 1;
-            return Some(Ok(Request::read_of(at, key)));
-        }
+/// One key per line (time from the clock); blank lines, `#` comments and
+/// LIRS's `*` checkpoint markers are skipped.
+fn text_key(line: &str, _: u64) -> io::Result<Option<Request>> {
+    let key = line.trim();
+    if key.is_empty() || key.starts_with('#') || key == "*" {
+        return Ok(None);
     }
+    Ok(Some(Request::read_of(0.0, key)))
 }
 
 /// A line of a Twitter cache trace:
@@ -654,10 +817,13 @@ impl Iterator for AccessJsonl {
             }
             match next_line(&mut *self.lines, &mut self.line, &mut self.n) {
                 Ok(false) => return None,
-                Err(e) => return Some(Err(e)),
+                Err(e) => {
+                    let e = bad(format!("line {}: {e}", self.n + 1));
+                    return Some(Err(named(Format::AccessJsonl, e)));
+                }
                 Ok(true) => {
                     if let Err(e) = self.parse() {
-                        return Some(Err(e));
+                        return Some(Err(named(Format::AccessJsonl, e)));
                     }
                 }
             }
@@ -963,16 +1129,511 @@ mod tests {
                 .unwrap_err();
             assert!(e.to_string().contains(label), "{name}: {e}");
         }
-        // A `.gz` suffix on a file that is not gzip: the decoder says so.
+        // A `.gz` suffix on a file that is not gzip: read as it is.
         let path = file(&dir, "plain.txt.gz", b"user:1\n");
-        let clock = Clock {
-            start: 0.0,
-            rate: 1.0,
+        assert_eq!(keys(&read_path(&path, Format::Text)), ["user:1"]);
+    }
+
+    /// `(at, key, size, write)` of each request.
+    fn rows(r: &[Request]) -> Vec<(f64, &str, u32, bool)> {
+        r.iter()
+            .map(|r| (r.at, r.key.as_str(), r.size, r.write))
+            .collect()
+    }
+
+    /// Every request of `bytes` read as `format` (clock from 0, 1 request/s).
+    fn all(bytes: &[u8], format: Format) -> Vec<Request> {
+        results(bytes, format)
+            .into_iter()
+            .collect::<io::Result<_>>()
+            .unwrap()
+    }
+
+    /// The message of the first error reading `bytes` as `format` gives.
+    fn error(bytes: &[u8], format: Format) -> String {
+        results(bytes, format)
+            .into_iter()
+            .find_map(Result::err)
+            .expect("an error")
+            .to_string()
+    }
+
+    #[test]
+    fn lirs_text_skips_checkpoint_markers() {
+        let r = read("5\n*\n7\n\n5\n*\n", Format::Text);
+        assert_eq!(
+            rows(&r),
+            [
+                (100.0, "5", 1, false),
+                (100.5, "7", 1, false),
+                (101.0, "5", 1, false)
+            ]
+        );
+        assert_eq!(Format::parse("lirs").unwrap(), Format::Text);
+    }
+
+    #[test]
+    fn address_loads_and_stores() {
+        let text = "l 0x1fffff50 1\ns 0x1FFFFF58 2 200 1200\nl 0x10 0\n";
+        let r = read(text, Format::Address);
+        assert_eq!(
+            rows(&r),
+            [
+                (100.0, "536870736", 1, false),
+                (100.5, "536870744", 1, true),
+                (101.0, "16", 1, false),
+            ]
+        );
+        assert_eq!(r[0].id, 0x1fff_ff50);
+        let e = error(b"l 0x10 1\nx 0x10 1\n", Format::Address);
+        assert!(e.starts_with("address line 2: access type"), "{e}");
+        let e = error(b"l 0xzz 1\n", Format::Address);
+        assert!(
+            e.contains("address line 1: address is not hexadecimal"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn adapt_size_time_id_size() {
+        let r = read("1 42 100\n2 7 0\n3 42 100 5\n", Format::AdaptSize);
+        assert_eq!(
+            rows(&r),
+            [
+                (1.0, "42", 100, false),
+                (2.0, "7", 1, false),
+                (3.0, "42", 100, false)
+            ]
+        );
+        assert_eq!((r[0].id, r[1].id), (42, 7));
+        let e = error(b"1 abc 100\n", Format::AdaptSize);
+        assert!(e.starts_with("adapt-size line 1: id is not"), "{e}");
+        let e = error(b"1 4\n", Format::AdaptSize);
+        assert!(e.contains("fewer than 3 fields"), "{e}");
+    }
+
+    #[test]
+    fn arc_ranges_read_every_block() {
+        let r = read("100 3 0 1\n\n7 1 0 2\n9 0 0 3\n8 1 0 4\n", Format::Arc);
+        assert_eq!(
+            rows(&r),
+            [
+                (100.0, "100", 512, false),
+                (100.5, "101", 512, false),
+                (101.0, "102", 512, false),
+                (101.5, "7", 512, false),
+                (102.0, "8", 512, false),
+            ]
+        );
+        let e = error(b"1 1 0 1\n100 x 0 1\n", Format::Arc);
+        assert!(e.starts_with("arc line 2: block count"), "{e}");
+    }
+
+    #[test]
+    fn lirs2_unsigned_32_bit_keys() {
+        let bytes: Vec<u8> = [5u32, u32::MAX]
+            .iter()
+            .flat_map(|k| k.to_be_bytes())
+            .collect();
+        let r = all(&bytes, Format::Lirs2);
+        assert_eq!(
+            rows(&r),
+            [(0.0, "5", 1, false), (1.0, "4294967295", 1, false)]
+        );
+        assert_eq!(r[1].id, u64::from(u32::MAX));
+        let e = error(&bytes[..6], Format::Lirs2);
+        assert!(
+            e.starts_with("lirs2 record 1: truncated record: 2 of 4 bytes"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn corda_and_scarab_signed_64_bit_keys() {
+        let bytes: Vec<u8> = [1i64, -2, i64::MAX]
+            .iter()
+            .flat_map(|k| k.to_be_bytes())
+            .collect();
+        for format in [Format::Corda, Format::Scarab] {
+            let r = all(&bytes, format);
+            assert_eq!(
+                rows(&r),
+                [
+                    (0.0, "1", 1, false),
+                    (1.0, "-2", 1, false),
+                    (2.0, "9223372036854775807", 1, false),
+                ]
+            );
+            assert_eq!(r[1].id, u64::MAX - 1);
+            assert_eq!(KeySpace::Numeric.id(&r[1].key), Some(r[1].id));
+            let e = error(&bytes[..12], format);
+            assert!(
+                e.starts_with(&format!("{} record 1: truncated", format.name())),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn msr_cambridge_lines() {
+        let text = concat!(
+            "128166385295514663,hm,0,Write,9056014336,2048,2833\n",
+            "128166385368421959,hm,0,Read,1898643456,4096,63820\n",
+        );
+        let r = read(text, Format::Msr);
+        assert_eq!(r.len(), 2);
+        assert!(
+            (r[0].at - 1_172_164_929.551_466_3).abs() < 1e-6,
+            "{}",
+            r[0].at
+        );
+        assert!(
+            (r[1].at - 1_172_164_936.842_196).abs() < 1e-6,
+            "{}",
+            r[1].at
+        );
+        let got: Vec<_> = r
+            .iter()
+            .map(|r| (r.id, r.key.as_str(), r.size, r.write))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (9_056_014_336, "9056014336", 2048, true),
+                (1_898_643_456, "1898643456", 4096, false),
+            ]
+        );
+        let e = error(
+            b"128166385295514663,hm,0,Write,9056014336,2048,2833\n1,hm,0,Read,x,512,1\n",
+            Format::Msr,
+        );
+        assert!(
+            e.starts_with("msr line 2: offset is not a whole number"),
+            "{e}"
+        );
+        let e = error(b"1,hm,0,Delete,0,512,1\n", Format::Msr);
+        assert!(e.contains("type is not Read or Write"), "{e}");
+        let e = error(b"1,hm,0,Read,0,512\n", Format::Msr);
+        assert!(e.contains("msr line 1: 6 fields"), "{e}");
+    }
+
+    #[test]
+    fn systor_lines_with_headers_anywhere() {
+        let text = concat!(
+            "Timestamp,Response,IOType,LUN,Offset,Size\n",
+            "1456095145.133076000,0.000806000,R,0,899056122368,131072\n",
+            "1456095145.5,,W,6,4096,4096\n",
+            "Timestamp,Response,IOType,LUN,Offset,Size\n",
+            "1456095146,0.1,,0,0,0\n",
+        );
+        let r = read(text, Format::Systor);
+        assert_eq!(
+            rows(&r),
+            [
+                (1_456_095_145.133_076, "0:899056122368", 131_072, false),
+                (1_456_095_145.5, "6:4096", 4096, true),
+                (1_456_095_146.0, "0:0", 1, false),
+            ]
+        );
+        assert_eq!(r[1].id, text_id("6:4096"));
+        let e = error(b"1.5,0.1,R,0,4096\n", Format::Systor);
+        assert!(e.starts_with("systor line 1: 5 fields"), "{e}");
+        let e = error(b"1.5,0.1,X,0,0,4096\n", Format::Systor);
+        assert!(e.contains("IOType is not R, W or blank"), "{e}");
+        let e = error(b"1.5,0.1,R,0,0,big\n", Format::Systor);
+        assert!(e.contains("size is not a whole number"), "{e}");
+    }
+
+    #[test]
+    fn tencent_block_lines() {
+        let text = "1538323199,105352008,584,1,1576\n1538323200,0,8,0,2\n";
+        let r = read(text, Format::TencentBlock);
+        assert_eq!(
+            rows(&r),
+            [
+                (1_538_323_199.0, "1576:105352008", 584 * 512, true),
+                (1_538_323_200.0, "2:0", 4096, false),
+            ]
+        );
+        let e = error(b"1538323199,105352008,584,2,1576\n", Format::TencentBlock);
+        assert!(e.starts_with("tencent-block line 1: IOType"), "{e}");
+        let e = error(b"1538323199,-1,584,0,1576\n", Format::TencentBlock);
+        assert!(e.contains("offset is not a whole number"), "{e}");
+    }
+
+    #[test]
+    fn tencent_photo_lines() {
+        let text = concat!(
+            "20160201164559 001488a9e71a3064716358a6e62a99344068d7bd 0 m 80234 1 PHONE 0\n",
+            "20160201164604 00d5ad99b04d0865c7db2ae4a2f634d6c7a7933d 5 m 24560 1 PC 2\n",
+        );
+        let r = read(text, Format::TencentPhoto);
+        assert_eq!(
+            rows(&r),
+            [
+                (
+                    1_454_345_159.0,
+                    "001488a9e71a3064716358a6e62a99344068d7bd",
+                    80_234,
+                    false
+                ),
+                (
+                    1_454_345_164.0,
+                    "00d5ad99b04d0865c7db2ae4a2f634d6c7a7933d",
+                    24_560,
+                    false
+                ),
+            ]
+        );
+        let e = error(
+            b"2016020116455 001488a9e71a3064716358a6e62a99344068d7bd 0 m 80234 1 PHONE 0\n",
+            Format::TencentPhoto,
+        );
+        assert!(e.starts_with("tencent-photo line 1: timestamp"), "{e}");
+        let e = error(b"20160201164559 0014 0 m\n", Format::TencentPhoto);
+        assert!(e.contains("4 fields"), "{e}");
+    }
+
+    /// An lcs file of `version` with `records` (each already laid out).
+    fn lcs_file(version: u64, records: &[Vec<u8>]) -> Vec<u8> {
+        let mut bytes = vec![0u8; lcs::HEADER];
+        bytes[..8].copy_from_slice(&lcs::MAGIC.to_le_bytes());
+        bytes[8..16].copy_from_slice(&version.to_le_bytes());
+        bytes[lcs::HEADER - 8..].copy_from_slice(&lcs::MAGIC.to_le_bytes());
+        for r in records {
+            bytes.extend_from_slice(r);
+        }
+        bytes
+    }
+
+    /// A record: the fields' little-endian bytes in order.
+    fn le(fields: &[&[u8]]) -> Vec<u8> {
+        fields.concat()
+    }
+
+    #[test]
+    fn lcs_versions_1_2_and_3() {
+        let v1 = lcs_file(
+            1,
+            &[
+                le(&[
+                    &7u32.to_le_bytes(),
+                    &42u64.to_le_bytes(),
+                    &4096u32.to_le_bytes(),
+                    &(-1i64).to_le_bytes(),
+                ]),
+                le(&[
+                    &9u32.to_le_bytes(),
+                    &u64::MAX.to_le_bytes(),
+                    &0u32.to_le_bytes(),
+                    &5i64.to_le_bytes(),
+                ]),
+            ],
+        );
+        let r = all(&v1, Format::Lcs);
+        assert_eq!(rows(&r), [(7.0, "42", 4096, false), (9.0, "-1", 1, false)]);
+        assert_eq!(r[1].id, u64::MAX);
+        // Version 2: op 1 (get) reads, op 3 (set) and 9 (delete) write; tenant above the op.
+        let v2 = lcs_file(
+            2,
+            &[1u32, 3, 9]
+                .iter()
+                .map(|&op| {
+                    le(&[
+                        &10u32.to_le_bytes(),
+                        &5u64.to_le_bytes(),
+                        &100u32.to_le_bytes(),
+                        &(op | 7 << 8).to_le_bytes(),
+                        &(-1i64).to_le_bytes(),
+                    ])
+                })
+                .collect::<Vec<_>>(),
+        );
+        let r = all(&v2, Format::Lcs);
+        let writes: Vec<bool> = r.iter().map(|r| r.write).collect();
+        assert_eq!(writes, [false, true, true]);
+        assert!(
+            r.iter()
+                .all(|r| (r.at, r.id, r.size, r.ttl) == (10.0, 5, 100, None))
+        );
+        // Version 3: an i64 size and a TTL (0 = none); version 4 adds a feature.
+        let v3 = |ttl: u32, extra: &[u8]| {
+            le(&[
+                &3u32.to_le_bytes(),
+                &8u64.to_le_bytes(),
+                &70_000i64.to_le_bytes(),
+                &12u32.to_le_bytes(),
+                &ttl.to_le_bytes(),
+                &(-1i64).to_le_bytes(),
+                extra,
+            ])
         };
-        let e = open(&path, Format::Text, clock)
-            .and_then(|t| t.collect::<io::Result<Vec<_>>>())
-            .unwrap_err();
-        assert!(e.to_string().starts_with("gzip"), "{e}");
+        let r = all(&lcs_file(3, &[v3(600, &[]), v3(0, &[])]), Format::Lcs);
+        let got: Vec<_> = r
+            .iter()
+            .map(|r| (r.at, r.id, r.size, r.ttl, r.write))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (3.0, 8, 70_000, Some(600.0), false),
+                (3.0, 8, 70_000, None, false)
+            ]
+        );
+        let r = all(&lcs_file(4, &[v3(1, &[0; 4]), v3(2, &[0; 4])]), Format::Lcs);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[1].ttl, Some(2.0));
+    }
+
+    #[test]
+    fn lcs_bad_headers_and_records() {
+        let e = error(&lcs_file(9, &[]), Format::Lcs);
+        assert!(e.contains("lcs header: unknown version 9"), "{e}");
+        let mut bytes = lcs_file(1, &[]);
+        bytes[0] = 0;
+        let e = error(&bytes, Format::Lcs);
+        assert!(e.contains("lcs header: start magic"), "{e}");
+        let e = error(&lcs_file(1, &[])[..100], Format::Lcs);
+        assert!(e.contains("lcs header: truncated record"), "{e}");
+        let e = error(&lcs_file(1, &[vec![0; 24], vec![0; 10]]), Format::Lcs);
+        assert!(
+            e.starts_with("lcs record 1: truncated record: 10 of 24 bytes"),
+            "{e}"
+        );
+        assert!(all(&lcs_file(1, &[]), Format::Lcs).is_empty());
+    }
+
+    #[test]
+    fn eight_byte_keys_are_told_from_four_byte_ones() {
+        // Keys that recur, some of them side by side.
+        let mut seq = Vec::new();
+        let mut x: u64 = 1;
+        for i in 0..4000u64 {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            seq.push(if i % 3 == 0 { x >> 54 } else { x >> 33 });
+        }
+        let as_i32: Vec<u8> = seq.iter().flat_map(|&k| (k as i32).to_be_bytes()).collect();
+        let as_i64: Vec<u8> = seq.iter().flat_map(|&k| (k as i64).to_be_bytes()).collect();
+        let hashed: Vec<u8> = seq
+            .iter()
+            .flat_map(|&k| text_id(&k.to_string()).to_be_bytes())
+            .collect();
+        assert!(!caffeine::looks_like_8_byte_keys(&as_i32));
+        assert!(caffeine::looks_like_8_byte_keys(&as_i64));
+        assert!(caffeine::looks_like_8_byte_keys(&hashed));
+        assert!(!caffeine::looks_like_8_byte_keys(&as_i64[..64]));
+    }
+
+    #[test]
+    fn every_format_is_detected_from_its_name_or_first_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let i64s =
+            |keys: &[i64]| -> Vec<u8> { keys.iter().flat_map(|k| k.to_be_bytes()).collect() };
+        let recurring: Vec<i64> = (0..400).map(|i| (i * 7919) % 97 * 1_000_003).collect();
+        let recurring32: Vec<i32> = recurring.iter().map(|&k| k as i32).collect();
+        let systor = "1456095145.133076000,0.000806000,R,0,899056122368,131072\n";
+        let photo = "20160201164559 001488a9e71a3064716358a6e62a99344068d7bd 0 m 80234 1 PHONE 0\n";
+        let cases: Vec<(&str, Vec<u8>, Format)> = vec![
+            (
+                "gcc.trace.gz",
+                gzip(b"l 0x1fffff50 1\ns 0x1fffff58 1\n"),
+                Format::Address,
+            ),
+            (
+                "pen.gcc.trace.gz",
+                gzip(b"s 0x1fffff50 1 200 1200\n"),
+                Format::Address,
+            ),
+            (
+                "request.trace.xz",
+                xz(b"1 42 100\n2 7 20\n"),
+                Format::AdaptSize,
+            ),
+            ("P1.lis", b"100 3 0 1\n".to_vec(), Format::Arc),
+            ("oltp", b"100 3 0 1\n7 1 0 2\n".to_vec(), Format::Arc),
+            (
+                "w106.trace.xz",
+                xz(&i32_records(&recurring32)),
+                Format::Lirs2,
+            ),
+            (
+                "trace_vaultservice.gz",
+                gzip(&i64s(&recurring)),
+                Format::Corda,
+            ),
+            (
+                "trace_vaultservice_large.gz",
+                gzip(&i64s(&[1, 2])),
+                Format::Corda,
+            ),
+            (
+                "prods.trace.20160808T073231Z.xz",
+                xz(&i64s(&[1, 2])),
+                Format::Scarab,
+            ),
+            ("scarab-recs.trace.xz", xz(&i64s(&[1, 2])), Format::Scarab),
+            ("keys.bin", i64s(&recurring), Format::Scarab),
+            ("keys.trace", i32_records(&recurring32), Format::Cache2k),
+            (
+                "orm-busy.trace.xz",
+                xz(&i32_records(&recurring32)),
+                Format::Cache2k,
+            ),
+            (
+                "msr-cambridge1-sample.csv",
+                b"128166385295514663,hm,0,Write,9056014336,2048,2833\n".to_vec(),
+                Format::Msr,
+            ),
+            (
+                "systor17-traces-sample.csv.gz",
+                gzip(format!("{}\n{systor}", snia::SYSTOR_HEADER).as_bytes()),
+                Format::Systor,
+            ),
+            (
+                "systor17-additional-sample.csv.gz",
+                gzip(systor.as_bytes()),
+                Format::Systor,
+            ),
+            (
+                "cloud_storage-sample.bz2",
+                bzip2(b"1538323199,105352008,584,1,1576\n"),
+                Format::TencentBlock,
+            ),
+            (
+                "cloud_photos-sample.bz2",
+                bzip2(photo.as_bytes()),
+                Format::TencentPhoto,
+            ),
+            ("cloudPhysicsIO.vscsi.lcs", lcs_file(1, &[]), Format::Lcs),
+            ("trace.bin.zst", zstd(&lcs_file(2, &[])), Format::Lcs),
+            ("2_pools.trace.gz", gzip(b"*\n1\n2\n*\n"), Format::Text),
+            ("multi2.trc.gz", gzip(b"1\n2\n"), Format::Text),
+            ("keys", b"7\n8\n".to_vec(), Format::Text),
+            (
+                "trace.csv",
+                b"version,time,op,size,lbn\n1,1,28,512,1\n".to_vec(),
+                Format::CloudPhysics,
+            ),
+            (
+                "cluster52.csv",
+                b"0,user:1,10,230,7,get,0\n".to_vec(),
+                Format::Twitter,
+            ),
+            (
+                "plain.csv",
+                b"timestamp,key\n0,user:1\n".to_vec(),
+                Format::Csv,
+            ),
+            ("noheader.csv", b"0,user:1\n".to_vec(), Format::Csv),
+            ("keys.txt", b"1 2 3\n".to_vec(), Format::Text),
+            ("web.trace", b"user:1\nuser:2\n".to_vec(), Format::Text),
+        ];
+        for (name, bytes, format) in cases {
+            let path = file(&dir, name, &bytes);
+            assert_eq!(Format::detect(&path).unwrap(), format, "{name}");
+        }
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Decompression of trace files, as streams: gzip (every member of a
 //! multi-member file), bzip2 (every stream), xz (on a helper thread) and
 //! zstd (frame after frame). The compression is recognised by the file's
-//! magic number, else by its suffix, so a compressed file without the
-//! suffix still opens.
+//! magic number, whatever its name, so a compressed file without the suffix
+//! opens, and so does a decompressed one that kept it.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
@@ -24,7 +24,7 @@ pub enum Compression {
 }
 
 impl Compression {
-    /// The suffixes looked through, without the dot, and what each means.
+    /// The suffixes format detection looks through, without the dot.
     pub const SUFFIXES: [(&'static str, Compression); 6] = [
         ("gz", Compression::Gzip),
         ("gzip", Compression::Gzip),
@@ -50,20 +50,11 @@ impl Compression {
         }
     }
 
-    /// The compression a file name's last suffix names, if any.
-    pub fn from_suffix(path: &Path) -> Option<Compression> {
-        let ext = path.extension()?.to_string_lossy().to_ascii_lowercase();
-        Compression::SUFFIXES
-            .iter()
-            .find(|(s, _)| *s == ext)
-            .map(|&(_, c)| c)
-    }
-
-    /// What `head`'s magic number says, else what the suffix says.
-    pub fn of(head: &[u8], path: &Path) -> Compression {
-        Compression::from_magic(head)
-            .or_else(|| Compression::from_suffix(path))
-            .unwrap_or(Compression::None)
+    /// What `head`'s magic number says. The suffix is not trusted: a
+    /// `.gz` file that is not gzip (decompressed, and not renamed) reads as
+    /// it is.
+    pub fn of(head: &[u8]) -> Compression {
+        Compression::from_magic(head).unwrap_or(Compression::None)
     }
 
     pub fn name(self) -> &'static str {
@@ -90,7 +81,7 @@ const CHUNK: usize = 1 << 16;
 /// The file as a decompressed byte stream.
 pub fn open_bytes(path: &Path) -> io::Result<Box<dyn BufRead + Send>> {
     let mut file = BufReader::with_capacity(CHUNK, File::open(path)?);
-    let compression = Compression::of(file.fill_buf()?, path);
+    let compression = Compression::of(file.fill_buf()?);
     decompress(file, compression)
 }
 
