@@ -5,21 +5,50 @@
 //! |---|---|---|---|---|
 //! | `cloudphysics` | libCacheSim CSV, header `version,time,op,size,lbn` | `time`, seconds | `lbn` | `size` |
 //! | `vscsi` | libCacheSim binary, 32-byte little-endian records `u32 sn, u32 len, u32 nSG, u16 cmd, u16 ver, u64 lbn, u64 ts` | `ts`, microseconds | `lbn` | `len` |
-//! | `cache2k` | big-endian `i32` per request (caffeine / cache2k traces such as `web07.trace.xz`), optionally xz-compressed | from `--rate` | the integer | 1 |
+//! | `cache2k` | big-endian `i32` per request (Caffeine's cache2k traces such as `web07.trace.xz`) | from `--rate` | the integer | 1 |
 //! | `oracle-general` | libCacheSim binary, 24-byte little-endian records `u32 time, u64 obj_id, u32 obj_size, i64 next_access_vtime` (`*.oracleGeneral*`) | `time`, seconds | `obj_id` | `obj_size` |
-//! | `txt` | one key per line (libCacheSim's plain-text traces, caffeine's text `.trace` files); blank and `#` lines skipped | from `--rate` | the line | 1 |
+//! | `txt` | one key per line (libCacheSim's plain-text traces, Caffeine's LIRS `.trace`/`.trc` files and Gradle's); blank, `#` and LIRS's `*` checkpoint lines skipped | from `--rate` | the line | 1 |
 //! | `twitter` | Twitter's cache traces (twitter/cache-trace): `timestamp,key,key_size,value_size,client_id,operation,ttl` | `timestamp`, seconds | `key` | key + value size |
 //! | `csv` | `timestamp,key[,size[,ttl]]`, seconds (fractions allowed), optional header line | `timestamp` | `key` | `size` (default 1) |
 //! | `access-jsonl` | the service's own access records, one JSON object per line: an `AccessEvent` (`{"key": "k", "at": 1700000000.5}`, `at` in unix seconds or RFC 3339, optional) or a whole `POST /warm/access` body (`{"keys": [...], "events": [...]}`) | `at`, else from `--rate` | `key` | 1 |
+//! | `lcs` | libCacheSim's binary `lcs` (`*.lcs`): an 8 KiB header (magic `0x123456789abcdef0`, version 1–8), then little-endian records `u32 time, u64 obj_id, obj_size[, op, tenant, ttl], next_access_vtime` (`trace/lcs.rs` has every version) | `time`, seconds | `obj_id` | `obj_size` |
+//! | `address` | memory address traces (UCSD CSE 240A; Caffeine's `address/*.trace.gz`): `l\|s 0xADDRESS INSTRUCTIONS [HIT MISS]` | from `--rate` | the address | 1 |
+//! | `adapt-size` | AdaptSize / webcachesim request logs (Caffeine's `adapt_size/request.trace.xz`): `TIME ID SIZE` | `TIME`, seconds | `ID` | `SIZE` |
+//! | `arc` | ARC's block traces (`*.lis`): `START COUNT IGNORED REQUEST`, one request per block `START..START+COUNT` | from `--rate` | the block | 512 |
+//! | `lirs2` | LIRS2's CloudPhysics traces (Caffeine's `cloud_physics/w106.trace.xz`): a big-endian `u32` per request | from `--rate` | the integer | 1 |
+//! | `corda` | Corda's vault service traces (Caffeine's `corda/trace_vaultservice.gz`): a big-endian `i64` per request | from `--rate` | the integer | 1 |
+//! | `scarab` | Scarab Research's traces (Caffeine's `scarab/*.xz`): a big-endian `i64` per request | from `--rate` | the integer | 1 |
+//! | `msr` | MSR Cambridge block traces (SNIA; Caffeine's `snia_cambridge/*.csv`): `Timestamp,Hostname,DiskNumber,Type,Offset,Size,ResponseTime` | `Timestamp`, Windows FILETIME (100 ns ticks since 1601) as Unix seconds | `Offset` | `Size` |
+//! | `systor` | SYSTOR '17 block traces (SNIA; Caffeine's `snia_systor/*.csv.gz`): `Timestamp,Response,IOType,LUN,Offset,Size`, header lines skipped | `Timestamp`, Unix seconds | `LUN:Offset` | `Size` |
+//! | `tencent-block` | Tencent Cloud Block Storage traces (SNIA; Caffeine's `snia_tencent_block/*.bz2`): `Timestamp,Offset,Size,IOType,VolumeID`, offset and size in 512-byte sectors | `Timestamp`, Unix seconds | `VolumeID:Offset` | `Size` x 512 |
+//! | `tencent-photo` | Tencent photo cache traces (SNIA; Caffeine's `snia_tencent_photo/*.bz2`): `Timestamp PhotoId Format SizeSpec ReturnSize CacheHit Terminal ResponseTime` | `Timestamp`, `yyyyMMddHHmmss` taken as UTC | `PhotoId` | `ReturnSize` |
 //!
 //! `cloudphysics` and `vscsi` carry the SCSI opcode: `0x28` READ(10) and
 //! `0x2a` WRITE(10), `twitter` the memcached command (`get`/`gets` read,
-//! anything else writes); [`Request::write`] is set for writes, and the
+//! anything else writes), `lcs` (versions 2 on) libCacheSim's operation
+//! (`get`, `gets`, `read`, `nop` read), `address` the access type (`s`
+//! stores), `msr` `Read`/`Write`, `systor` `R`/`W` (blank reads) and
+//! `tencent-block` 0/1; [`Request::write`] is set for writes, and the
 //! caller decides whether writes count as accesses (libCacheSim counts
-//! them). A Twitter TTL of 0 means none (the replay's `--ttl` applies).
+//! them). A Twitter or lcs TTL of 0 means none (the replay's `--ttl`
+//! applies).
+//!
+//! Each record is one request, with its size, as libCacheSim reads block
+//! traces; Caffeine's simulator differs in places, which matter only to
+//! compare figures with it: it expands SYSTOR's records into 512-byte
+//! blocks and keeps only reads, keys SYSTOR by offset alone, keeps only
+//! Tencent photo lines of JPEG and WebP, and keys AdaptSize requests by id
+//! and size together. `arc`, like Caffeine, reads every block of a range.
+//!
+//! [`Format::detect`] lists its rules. Formats no rule can tell apart from
+//! another (a `lirs2` file not named `w<digits>.trace` reads as `cache2k`;
+//! `corda` and `scarab`, one layout, by their names) need `--format`.
 //!
 //! Keys of the binary and numeric formats are numbers ([`KeySpace::Numeric`]):
-//! their id is the number itself. Text keys get a 64-bit hash as id
+//! their id is the number itself (`address`, `arc` and `msr` included).
+//! Text keys (those of `txt`, `twitter`, `csv` and `access-jsonl`, the
+//! `LUN:Offset` and `VolumeID:Offset` of `systor` and `tencent-block`, the
+//! hex photo ids of `tencent-photo`) get a 64-bit hash as id
 //! ([`KeySpace::Text`]); two distinct keys sharing a hash would be merged
 //! (odds about n²/2⁶⁵: 3·10⁻⁶ for 10 million keys).
 //!
@@ -196,7 +225,7 @@ impl Format {
     /// 3. binary (not printable text with line breaks): `w<digits>.trace` →
     ///    `lirs2`, `corda`/`vaultservice` in the name → `corda`, `scarab`,
     ///    `prods.trace*`, `recs.trace*` → `scarab`; else 8-byte keys by their
-    ///    look (see [`caffeine::looks_like_8_byte_keys`]) → `scarab`, else
+    ///    look (words that recur do so at the same parity) → `scarab`, else
     ///    `cache2k` (4-byte keys);
     /// 4. text, by the first line that is not blank, `#` or `*`: the
     ///    CloudPhysics header → `cloudphysics`; the SYSTOR header or line shape
