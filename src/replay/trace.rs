@@ -11,7 +11,7 @@
 //! | `twitter` | Twitter's cache traces (twitter/cache-trace): `timestamp,key,key_size,value_size,client_id,operation,ttl` | `timestamp`, seconds | `key` | key + value size |
 //! | `csv` | `timestamp,key[,size[,ttl]]`, seconds (fractions allowed), optional header line | `timestamp` | `key` | `size` (default 1) |
 //! | `access-jsonl` | the service's own access records, one JSON object per line: an `AccessEvent` (`{"key": "k", "at": 1700000000.5}`, `at` in unix seconds or RFC 3339, optional) or a whole `POST /warm/access` body (`{"keys": [...], "events": [...]}`) | `at`, else from `--rate` | `key` | 1 |
-//! | `lcs` | libCacheSim's binary `lcs` (`*.lcs`): an 8 KiB header (magic `0x123456789abcdef0`, version 1–8), then little-endian records `u32 time, u64 obj_id, obj_size[, op, tenant, ttl], next_access_vtime` (`trace/lcs.rs` has every version) | `time`, seconds | `obj_id` | `obj_size` |
+//! | `lcs` | libCacheSim's binary `lcs` (`*.lcs`): an 8 KiB header (magic `0x123456789abcdef0`, version 1–8), then little-endian records `u32 time, u64 obj_id, obj_size[, op, tenant, ttl], next_access_vtime`, or the early layout's 1 KiB header with a `struct` format string (`trace/lcs.rs` has every version) | `time`, seconds | `obj_id` | `obj_size` |
 //! | `address` | memory address traces (UCSD CSE 240A; Caffeine's `address/*.trace.gz`): `l\|s 0xADDRESS INSTRUCTIONS [HIT MISS]` | from `--rate` | the address | 1 |
 //! | `adapt-size` | AdaptSize / webcachesim request logs (Caffeine's `adapt_size/request.trace.xz`): `TIME ID SIZE` | `TIME`, seconds | `ID` | `SIZE` |
 //! | `arc` | ARC's block traces (`*.lis`): `START COUNT IGNORED REQUEST`, one request per block `START..START+COUNT` | from `--rate` | the block | 512 |
@@ -223,7 +223,8 @@ impl Format {
     ///    `.lcs` → `lcs`; `.txt` → `txt`; `.jsonl`, `.ndjson`, `.json` → `access-jsonl`;
     /// 2. libCacheSim's lcs magic number → `lcs`;
     /// 3. binary (not printable text with line breaks): `w<digits>.trace` →
-    ///    `lirs2`, `corda`/`vaultservice` in the name → `corda`, `scarab`,
+    ///    `lirs2`, `web<digits>.trace` and `orm-*.trace` → `cache2k`,
+    ///    `corda`/`vaultservice` in the name → `corda`, `scarab`,
     ///    `prods.trace*`, `recs.trace*` → `scarab`; else 8-byte keys by their
     ///    look (words that recur do so at the same parity) → `scarab`, else
     ///    `cache2k` (4-byte keys);
@@ -233,8 +234,8 @@ impl Format {
     ///    Twitter line → `twitter`; 5 whole numbers by commas, 0/1 4th →
     ///    `tencent-block`; 8 fields by spaces, `yyyyMMddHHmmss` and a hex id
     ///    → `tencent-photo`; `l|s 0xADDR N` → `address`; `.lis` or 4 whole
-    ///    numbers by spaces → `arc`; 3 whole numbers by spaces →
-    ///    `adapt-size`; a `.trace` or `.trc` name, or a first line with no
+    ///    numbers by spaces → `arc`; 3 numbers by spaces (a time, whole id
+    ///    and size) → `adapt-size`; a `.trace` or `.trc` name, or a first line with no
     ///    comma and no space (one key per line, LIRS's traces) → `txt`; else
     ///    `csv`.
     ///
@@ -1512,6 +1513,81 @@ mod tests {
         let r = all(&lcs_file(4, &[v3(1, &[0; 4]), v3(2, &[0; 4])]), Format::Lcs);
         assert_eq!(r.len(), 2);
         assert_eq!(r[1].ttl, Some(2.0));
+    }
+
+    /// An lcs file of the early layout: a 1 KiB header with `format` and
+    /// the field numbers `[id, size, time, op, ttl]`, then `records`.
+    fn early_lcs_file(format: &str, fields: [u8; 5], item: u32, records: &[Vec<u8>]) -> Vec<u8> {
+        let mut bytes = vec![0u8; lcs::EARLY_HEADER];
+        bytes[..8].copy_from_slice(&lcs::MAGIC.to_le_bytes());
+        bytes[8..8 + format.len()].copy_from_slice(format.as_bytes());
+        let [id, size, time, op, ttl] = fields;
+        (bytes[248], bytes[249], bytes[250], bytes[253], bytes[254]) = (id, size, time, op, ttl);
+        bytes[1004..1008].copy_from_slice(&item.to_le_bytes());
+        bytes[1016..].copy_from_slice(&lcs::MAGIC.to_le_bytes());
+        for r in records {
+            bytes.extend_from_slice(r);
+        }
+        bytes
+    }
+
+    #[test]
+    fn lcs_early_layout_with_a_format_string() {
+        // oracleGeneral's record, described: time, id, size, next access.
+        let rec = |t: u32, id: u64, size: u32| {
+            le(&[
+                &t.to_le_bytes(),
+                &id.to_le_bytes(),
+                &size.to_le_bytes(),
+                &(-1i64).to_le_bytes(),
+            ])
+        };
+        let bytes = early_lcs_file(
+            "<IQIq",
+            [2, 3, 1, 0, 0],
+            24,
+            &[rec(5, 42, 512), rec(6, 43, 0)],
+        );
+        let r = all(&bytes, Format::Lcs);
+        assert_eq!(rows(&r), [(5.0, "42", 512, false), (6.0, "43", 1, false)]);
+        // With an op (a byte, 3 = set) and a TTL field.
+        let rec = |op: u8, ttl: u32| {
+            le(&[
+                &9u32.to_le_bytes(),
+                &7u64.to_le_bytes(),
+                &[op],
+                &ttl.to_le_bytes(),
+            ])
+        };
+        let bytes = early_lcs_file("<IQBI", [2, 0, 1, 3, 4], 17, &[rec(1, 0), rec(3, 60)]);
+        let r = all(&bytes, Format::Lcs);
+        let got: Vec<_> = r
+            .iter()
+            .map(|r| (r.at, r.id, r.size, r.ttl, r.write))
+            .collect();
+        assert_eq!(
+            got,
+            [(9.0, 7, 1, None, false), (9.0, 7, 1, Some(60.0), true)]
+        );
+        // A format whose fields do not add up to the record size is refused.
+        let e = error(
+            &early_lcs_file("<IQIq", [2, 3, 1, 0, 0], 28, &[]),
+            Format::Lcs,
+        );
+        assert!(
+            e.contains("records of 28 bytes, but the format adds up to 24"),
+            "{e}"
+        );
+        let e = error(
+            &early_lcs_file("<IQz", [2, 3, 1, 0, 0], 12, &[]),
+            Format::Lcs,
+        );
+        assert!(e.contains("unknown field type 'z'"), "{e}");
+        let e = error(
+            &early_lcs_file(">IQIq", [2, 3, 1, 0, 0], 24, &[]),
+            Format::Lcs,
+        );
+        assert!(e.contains("not little-endian"), "{e}");
     }
 
     #[test]

@@ -193,10 +193,15 @@ pub(super) fn is_arc_line(line: &str) -> bool {
     f.len() == 4 && f.iter().all(|s| is_digits(s))
 }
 
-/// Whether `line` is 3 whole numbers apart by spaces, as AdaptSize's are.
+/// Whether `line` is 3 numbers apart by spaces, as AdaptSize's are: a
+/// time (a fraction allowed), a whole id and a whole size.
 pub(super) fn is_adapt_size_line(line: &str) -> bool {
     let f: Vec<&str> = line.split_ascii_whitespace().collect();
-    f.len() == 3 && f.iter().all(|s| is_digits(s))
+    f.len() == 3
+        && f[0].parse::<f64>().is_ok_and(f64::is_finite)
+        && f[0].starts_with(|c: char| c.is_ascii_digit())
+        && is_digits(f[1])
+        && is_digits(f[2])
 }
 
 /// LIRS2's CloudPhysics traces (`w106.trace.xz`): a big-endian `u32` key
@@ -239,12 +244,17 @@ pub(super) fn looks_like_8_byte_keys(head: &[u8]) -> bool {
 }
 
 /// Which caffeine binary format a binary file's name points to, if any:
-/// LIRS2's `w<digits>.trace`, Corda's `trace_vaultservice*`, Scarab's
-/// `*scarab*` and `prods.trace.*` / `recs.trace.*`.
+/// LIRS2's `w<digits>.trace`, cache2k's `web<digits>.trace` and
+/// `orm-*.trace`, Corda's `trace_vaultservice*`, Scarab's `*scarab*` and
+/// `prods.trace.*` / `recs.trace.*`.
 pub(super) fn binary_by_name(name: &str) -> Option<Format> {
     let stem = name.strip_suffix(".trace").unwrap_or(name);
-    if stem.len() > 1 && stem.starts_with('w') && is_digits(&stem[1..]) {
+    let numbered = |prefix: &str| stem.strip_prefix(prefix).is_some_and(is_digits);
+    if numbered("w") {
         return Some(Format::Lirs2);
+    }
+    if numbered("web") || (stem.starts_with("orm-") && name.ends_with(".trace")) {
+        return Some(Format::Cache2k);
     }
     if name.contains("corda") || name.contains("vaultservice") {
         return Some(Format::Corda);
