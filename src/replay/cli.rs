@@ -18,8 +18,11 @@ pub struct ReplayArgs {
     /// The access trace.
     #[arg(long)]
     pub trace: PathBuf,
-    /// cloudphysics, vscsi, cache2k, oracle-general, txt, twitter, csv or access-jsonl (default:
-    /// from the file name, the first bytes and the first line; `.xz` and `.zst` are decompressed).
+    /// cloudphysics, vscsi, cache2k, oracle-general, txt, twitter, csv, access-jsonl, lcs,
+    /// address, adapt-size, arc, lirs2, corda, scarab, msr, systor, tencent-block or
+    /// tencent-photo; Caffeine's names (lirs, snia-cambridge, ...) work too (default: from the
+    /// file name, the first bytes and the first line; gzip, bzip2, xz and zstd files are
+    /// decompressed, known by their magic number).
     #[arg(long)]
     pub format: Option<String>,
     /// Modes to compare, comma-separated: none, refresh-ahead, xfetch,
