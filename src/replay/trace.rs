@@ -62,8 +62,7 @@
 //! multi-member file; bzip2 (`.bz2`) by `bzip2` (pure Rust), every stream;
 //! xz (`.xz`) by `lzma-rs` on a helper thread that hands 64 KiB chunks over a
 //! bounded channel; zstd (`.zst`, as libCacheSim's datasets ship) by
-//! `ruzstd`, frame after frame. A tar archive, compressed or not, reads as
-//! its regular files' contents one after the other. A corrupt or truncated file is an error
+//! `ruzstd`, frame after frame. A corrupt or truncated file is an error
 //! naming the compression (`gzip: truncated: …`).
 
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
@@ -1740,61 +1739,6 @@ mod tests {
             let path = file(&dir, name, &bytes);
             assert_eq!(Format::detect(&path).unwrap(), format, "{name}");
         }
-    }
-
-    /// A tar archive of a directory entry and `files` (name, contents).
-    fn tar(files: &[(&str, &[u8])]) -> Vec<u8> {
-        let header = |name: &str, size: usize, kind: u8| {
-            let mut h = vec![0u8; 512];
-            h[..name.len()].copy_from_slice(name.as_bytes());
-            h[100..107].copy_from_slice(b"0000644");
-            h[124..135].copy_from_slice(format!("{size:011o}").as_bytes());
-            h[156] = kind;
-            h[257..263].copy_from_slice(b"ustar\0");
-            h
-        };
-        let mut out = header("traces/", 0, b'5');
-        for (name, data) in files {
-            out.extend(header(name, data.len(), b'0'));
-            out.extend_from_slice(data);
-            out.resize(out.len().div_ceil(512) * 512, 0);
-        }
-        out.extend([0u8; 1024]);
-        out
-    }
-
-    #[test]
-    fn tar_archives_read_as_their_files_contents() {
-        let dir = tempfile::tempdir().unwrap();
-        let archive = tar(&[
-            ("traces/a.csv", b"1538323199,105352008,584,1,1576\n"),
-            ("traces/b.csv", b"1538323200,0,8,0,2\n"),
-        ]);
-        for (name, bytes) in [
-            ("cloud_storage-sample.bz2", bzip2(&archive)),
-            ("cloud_storage.tar", archive.clone()),
-        ] {
-            let path = file(&dir, name, &bytes);
-            assert_eq!(
-                Format::detect(&path).unwrap(),
-                Format::TencentBlock,
-                "{name}"
-            );
-            let r = read_path(&path, Format::TencentBlock);
-            assert_eq!(keys(&r), ["1576:105352008", "2:0"], "{name}");
-        }
-        let path = file(&dir, "cut.tar", &archive[..1024 + 10]);
-        let e = open(
-            &path,
-            Format::TencentBlock,
-            Clock {
-                start: 0.0,
-                rate: 1.0,
-            },
-        )
-        .and_then(|t| t.collect::<io::Result<Vec<_>>>())
-        .unwrap_err();
-        assert!(e.to_string().contains("tar: truncated file"), "{e}");
     }
 
     #[test]

@@ -2,9 +2,7 @@
 //! multi-member file), bzip2 (every stream), xz (on a helper thread) and
 //! zstd (frame after frame). The compression is recognised by the file's
 //! magic number, whatever its name, so a compressed file without the suffix
-//! opens, and so does a decompressed one that kept it. A tar archive
-//! (compressed or not, as Caffeine's readers also accept) reads as the
-//! contents of its files one after the other.
+//! opens, and so does a decompressed one that kept it.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
@@ -80,119 +78,11 @@ pub fn strip_suffix(name: &str) -> &str {
 
 const CHUNK: usize = 1 << 16;
 
-/// The file as a decompressed byte stream; a tar archive (compressed or
-/// not) reads as its files' contents one after the other.
+/// The file as a decompressed byte stream.
 pub fn open_bytes(path: &Path) -> io::Result<Box<dyn BufRead + Send>> {
     let mut file = BufReader::with_capacity(CHUNK, File::open(path)?);
     let compression = Compression::of(file.fill_buf()?);
-    untar(decompress(file, compression)?)
-}
-
-/// Bytes of a tar block.
-const BLOCK: usize = 512;
-
-/// `input`, or the contents of its files if it is a tar archive (`ustar`
-/// at byte 257 of its first block).
-fn untar(mut input: Box<dyn BufRead + Send>) -> io::Result<Box<dyn BufRead + Send>> {
-    let mut head = Vec::with_capacity(BLOCK);
-    (&mut input).take(BLOCK as u64).read_to_end(&mut head)?;
-    let is_tar = head.len() == BLOCK && &head[257..262] == b"ustar";
-    let rest = io::Cursor::new(head).chain(input);
-    if !is_tar {
-        return Ok(Box::new(BufReader::with_capacity(CHUNK, rest)));
-    }
-    Ok(Box::new(BufReader::with_capacity(
-        CHUNK,
-        TarFiles {
-            input: Box::new(rest),
-            left: 0,
-            pad: 0,
-            done: false,
-        },
-    )))
-}
-
-/// The contents of the regular files of a tar stream, one after the other.
-struct TarFiles {
-    input: Box<dyn Read + Send>,
-    /// Bytes of the current file still to read, and the padding after them.
-    left: u64,
-    pad: u64,
-    done: bool,
-}
-
-impl TarFiles {
-    /// Skips to the next regular file with contents; `false` at the end.
-    fn next_file(&mut self) -> io::Result<bool> {
-        loop {
-            io::copy(&mut (&mut self.input).take(self.pad), &mut io::sink())?;
-            self.pad = 0;
-            let mut block = [0u8; BLOCK];
-            let mut got = 0;
-            while got < BLOCK {
-                match self.input.read(&mut block[got..])? {
-                    0 => break,
-                    n => got += n,
-                }
-            }
-            if got == 0 || block.iter().all(|&b| b == 0) {
-                return Ok(false);
-            }
-            if got < BLOCK {
-                return Err(bad(format!(
-                    "tar: truncated header: {got} of {BLOCK} bytes"
-                )));
-            }
-            let size = tar_size(&block[124..136])
-                .ok_or_else(|| bad("tar: a header's size is not an octal number".into()))?;
-            let padded = size.div_ceil(BLOCK as u64) * BLOCK as u64;
-            // '0' and NUL are regular files; directories, links, pax and GNU
-            // long-name records are skipped.
-            if matches!(block[156], b'0' | 0 | b'7') && size > 0 {
-                (self.left, self.pad) = (size, padded - size);
-                return Ok(true);
-            }
-            self.pad = padded;
-        }
-    }
-}
-
-/// A tar header's size field: octal digits, or base-256 when the top bit is set.
-fn tar_size(field: &[u8]) -> Option<u64> {
-    if field[0] & 0x80 != 0 {
-        return Some(field[1..].iter().fold(0u64, |n, &b| n << 8 | u64::from(b)));
-    }
-    let digits: &[u8] = field
-        .split(|&b| b == 0 || b == b' ')
-        .find(|d| !d.is_empty())?;
-    let text = std::str::from_utf8(digits).ok()?;
-    u64::from_str_radix(text, 8).ok()
-}
-
-impl Read for TarFiles {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if out.is_empty() {
-            return Ok(0);
-        }
-        while self.left == 0 {
-            if self.done || !self.next_file()? {
-                self.done = true;
-                return Ok(0);
-            }
-        }
-        let want = out
-            .len()
-            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
-        let n = self.input.read(&mut out[..want])?;
-        if n == 0 {
-            return Err(bad(format!(
-                "tar: truncated file: {} bytes missing",
-                self.left
-            )));
-        }
-        self.left -= n as u64;
-        Ok(n)
-    }
+    decompress(file, compression)
 }
 
 /// `input` decompressed as `compression` says.
