@@ -64,6 +64,20 @@ pub trait Predictor: Send + Sync {
         window: Duration,
         limit: usize,
     ) -> Vec<Prediction>;
+    /// Up to `limit` keys most likely requested within `window`, best
+    /// first, whatever the state of their cached values: what replay's
+    /// prediction quality measures. The same as [`Predictor::predict`]
+    /// unless the predictor names only some of the likely keys there (the
+    /// learned predictor names only keys whose value expires).
+    fn rank(
+        &self,
+        tracker: &AccessTracker,
+        now_unix_secs: u64,
+        window: Duration,
+        limit: usize,
+    ) -> Vec<Prediction> {
+        self.predict(tracker, now_unix_secs, window, limit)
+    }
 }
 
 /// The `limit` tracked keys with the highest `score`, best first (ties by

@@ -113,7 +113,7 @@ impl Quality {
         }
         let max_k = self.ks.last().copied().unwrap_or(0);
         let window = super::modes::secs(self.window);
-        let predictions = predictor.predict(tracker, now.max(0.0) as u64, window, max_k);
+        let predictions = predictor.rank(tracker, now.max(0.0) as u64, window, max_k);
         self.predicted.clear();
         for (rank, p) in predictions.iter().enumerate() {
             if let Some(id) = key_space.id(&p.key) {

@@ -48,6 +48,8 @@
 //!   `limit` chosen with a bounded heap, O(n log limit). Before the
 //!   predictor has seen any access (e.g. just after it was selected at run
 //!   time), it answers with the heuristic on the service's tracker.
+//!   [`Predictor::rank`] (replay's prediction quality) scores every key,
+//!   candidate or not.
 //!
 //! # The feature vector
 //!
@@ -778,19 +780,51 @@ impl Predictor for LearnedPredictor {
         window: Duration,
         limit: usize,
     ) -> Vec<Prediction> {
+        self.top(tracker, now_unix_secs, window, limit, true)
+    }
+
+    /// Every key with state, ranked by the model's probability that it is
+    /// read within the horizon, whatever its cached value's state.
+    fn rank(
+        &self,
+        tracker: &AccessTracker,
+        now_unix_secs: u64,
+        window: Duration,
+        limit: usize,
+    ) -> Vec<Prediction> {
+        self.top(tracker, now_unix_secs, window, limit, false)
+    }
+}
+
+impl LearnedPredictor {
+    /// The `limit` likeliest keys: of the candidates (`gated`: keys whose
+    /// value expires now, cut at the minimum probabilities) for
+    /// [`Predictor::predict`], of every key for [`Predictor::rank`].
+    fn top(
+        &self,
+        tracker: &AccessTracker,
+        now_unix_secs: u64,
+        window: Duration,
+        limit: usize,
+        gated: bool,
+    ) -> Vec<Prediction> {
         if limit == 0 {
             return Vec::new();
         }
-        self.window_secs.store(
-            window.as_secs().min(u64::from(u32::MAX)) as u32,
-            Ordering::Relaxed,
-        );
+        if gated {
+            self.window_secs.store(
+                window.as_secs().min(u64::from(u32::MAX)) as u32,
+                Ordering::Relaxed,
+            );
+        }
         let gate = match self.cfg.gate {
             Gate::Off => 0,
             Gate::Secs(s) => s,
             Gate::Ttl(_) => self.ttl_secs.load(Ordering::Relaxed),
         };
-        self.gate_secs.store(gate, Ordering::Relaxed);
+        if gated {
+            self.gate_secs.store(gate, Ordering::Relaxed);
+        }
         // With a gate the question is whether a refresh now saves a miss:
         // whether the key is read within one TTL (the gate). Without one,
         // whether it is read within the window, clamped so that labels
@@ -802,7 +836,9 @@ impl Predictor for LearnedPredictor {
                 .as_secs()
                 .clamp(60, u64::from(self.cfg.max_horizon_secs.max(60))) as u32
         };
-        self.horizon.store(horizon, Ordering::Relaxed);
+        if gated {
+            self.horizon.store(horizon, Ordering::Relaxed);
+        }
         let band = band(window, gate, self.cfg.band);
         let base = self.base.load(Ordering::Relaxed);
         if base == UNSET || self.is_empty() {
@@ -821,7 +857,14 @@ impl Predictor for LearnedPredictor {
             },
         );
         let model = self.model.read().clone();
-        let min_online = self.online_min_probability();
+        let min_online = if gated {
+            self.online_min_probability()
+        } else {
+            0.0
+        };
+        #[cfg(feature = "onnx")]
+        let min_offline = if gated { self.cfg.min_probability } else { 0.0 };
+        let kept = |e: &Entry| !gated || candidate(ctx.now_rel, &e.state, gate, band);
         let prefixes: Vec<_> = self.prefixes.iter().map(|p| p.lock()).collect();
         let mut top = TopK::new(limit);
         for shard in self.shards.iter() {
@@ -829,7 +872,7 @@ impl Predictor for LearnedPredictor {
             match &self.scorer {
                 Scorer::Online => {
                     for e in &s.entries {
-                        if !candidate(ctx.now_rel, &e.state, gate, band) {
+                        if !kept(e) {
                             continue;
                         }
                         let p = prefixes[self.prefix_shard(e.prefix_hash)]
@@ -844,11 +887,7 @@ impl Predictor for LearnedPredictor {
                 #[cfg(feature = "onnx")]
                 Scorer::Onnx(m) => {
                     let mut scores = Vec::new();
-                    let kept: Vec<&Entry> = s
-                        .entries
-                        .iter()
-                        .filter(|e| candidate(ctx.now_rel, &e.state, gate, band))
-                        .collect();
+                    let kept: Vec<&Entry> = s.entries.iter().filter(|e| kept(e)).collect();
                     let batch: Vec<Features> = kept
                         .iter()
                         .map(|e| {
@@ -860,7 +899,7 @@ impl Predictor for LearnedPredictor {
                     match m.score(&batch, &mut scores) {
                         Ok(()) => {
                             for (e, sc) in kept.iter().zip(&scores) {
-                                if *sc >= self.cfg.min_probability {
+                                if *sc >= min_offline {
                                     top.offer(f64::from(*sc), &e.key);
                                 }
                             }

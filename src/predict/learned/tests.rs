@@ -401,6 +401,43 @@ fn an_unread_warm_is_not_followed_by_another() {
     assert_eq!(top.len(), 1, "{top:?}");
 }
 
+/// `predict` names the keys whose value expires; `rank` (what replay's
+/// prediction quality measures) ranks every key by the model, a key read
+/// often and recently first, whatever its cached value's state.
+#[test]
+fn rank_scores_every_key_and_predict_only_the_expiring() {
+    let p = LearnedPredictor::new(LearnedConfig {
+        gate: Gate::Secs(3600),
+        ..small(100)
+    });
+    let tracker = AccessTracker::new(10, Duration::from_secs(900));
+    let window = Duration::from_secs(300);
+    p.observe("expiring", T0);
+    for minute in 0..30 {
+        p.observe("busy", T0 + 1800 + minute * 60);
+    }
+    p.written(
+        "busy",
+        T0 + 1800,
+        Duration::from_secs(3600),
+        Write::ReadThrough,
+    );
+    let keys = |v: Vec<Prediction>| v.into_iter().map(|x| x.key).collect::<Vec<_>>();
+    let now = T0 + 3590;
+    assert_eq!(keys(p.predict(&tracker, now, window, 10)), ["expiring"]);
+    assert_eq!(
+        keys(p.rank(&tracker, now, window, 10)),
+        ["busy", "expiring"]
+    );
+    assert_eq!(keys(p.rank(&tracker, now, window, 1)), ["busy"]);
+    // Other predictors rank as they predict.
+    tracker.record("a", now);
+    assert_eq!(
+        HeuristicPredictor.rank(&tracker, now, window, 5),
+        HeuristicPredictor.predict(&tracker, now, window, 5)
+    );
+}
+
 /// The trained minimum applies once the model has trained on
 /// `trained_after` labelled examples, not to the untrained prior.
 #[test]
