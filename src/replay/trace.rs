@@ -396,6 +396,12 @@ fn bad(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
+/// The error maker of line `n` (`l`) of a text trace: `what` went wrong,
+/// `expected` names the layout.
+fn line_error<'a>(n: u64, expected: &'a str, l: &'a str) -> impl Fn(&str) -> io::Error + 'a {
+    move |what| bad(format!("line {n}: {what}; expected {expected}: {l:?}"))
+}
+
 /// Bytes of a file's start that detection looks at (decompressed).
 const HEAD: usize = 1 << 16;
 
@@ -706,11 +712,11 @@ fn twitter(line: &str, n: u64) -> io::Result<Option<Request>> {
     if l.is_empty() {
         return Ok(None);
     }
-    let err = |what: &str| {
-        bad(format!(
-            "line {n}: {what}; expected timestamp,key,key_size,value_size,client_id,operation,ttl: {l:?}"
-        ))
-    };
+    let err = line_error(
+        n,
+        "timestamp,key,key_size,value_size,client_id,operation,ttl",
+        l,
+    );
     let f: Vec<&str> = l.split(',').map(str::trim).collect();
     let [ts, key, key_size, value_size, _client, op, ttl] = f[..] else {
         return Err(err(&format!("{} fields", f.len())));

@@ -8,7 +8,7 @@ use std::io::{self, BufRead};
 
 use compact_str::CompactString;
 
-use super::{Clock, Format, Request, bad, next_line, numeric};
+use super::{Clock, Format, Request, bad, line_error, next_line, numeric};
 
 /// A request for the numeric key `id`, at time 0 (the caller sets it).
 fn numeric_read(id: u64, size: u32, write: bool) -> Request {
@@ -31,11 +31,7 @@ pub(super) fn address(line: &str, n: u64) -> io::Result<Option<Request>> {
     if l.is_empty() {
         return Ok(None);
     }
-    let err = |what: &str| {
-        bad(format!(
-            "line {n}: {what}; expected `l|s 0xADDRESS INSTRUCTIONS`: {l:?}"
-        ))
-    };
+    let err = line_error(n, "`l|s 0xADDRESS INSTRUCTIONS`", l);
     let mut f = l.split_ascii_whitespace();
     let write = match f.next() {
         Some("l" | "L") => false,
@@ -75,7 +71,7 @@ pub(super) fn adapt_size(line: &str, n: u64) -> io::Result<Option<Request>> {
     if l.is_empty() || l.starts_with('#') {
         return Ok(None);
     }
-    let err = |what: &str| bad(format!("line {n}: {what}; expected `TIME ID SIZE`: {l:?}"));
+    let err = line_error(n, "`TIME ID SIZE`", l);
     let mut f = l.split_ascii_whitespace();
     let (Some(time), Some(id), Some(size)) = (f.next(), f.next(), f.next()) else {
         return Err(err("fewer than 3 fields"));

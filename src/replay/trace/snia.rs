@@ -9,7 +9,7 @@ use std::io;
 use compact_str::CompactString;
 
 use super::caffeine::{is_digits, joined, saturate};
-use super::{Request, bad, text_id};
+use super::{Request, line_error, text_id};
 
 /// Windows FILETIME ticks (100 ns since 1601-01-01) at the Unix epoch.
 const FILETIME_UNIX_EPOCH: i128 = 116_444_736_000_000_000;
@@ -33,11 +33,11 @@ pub(super) fn msr(line: &str, n: u64) -> io::Result<Option<Request>> {
     if l.is_empty() || l.starts_with('#') {
         return Ok(None);
     }
-    let err = |what: &str| {
-        bad(format!(
-            "line {n}: {what}; expected Timestamp,Hostname,DiskNumber,Type,Offset,Size,ResponseTime: {l:?}"
-        ))
-    };
+    let err = line_error(
+        n,
+        "Timestamp,Hostname,DiskNumber,Type,Offset,Size,ResponseTime",
+        l,
+    );
     let f = fields(l);
     let [ts, _host, _disk, op, offset, size, _response] = f[..] else {
         return Err(err(&format!("{} fields", f.len())));
@@ -92,7 +92,7 @@ pub(super) fn systor(line: &str, n: u64) -> io::Result<Option<Request>> {
     if l.is_empty() || l.starts_with('#') || is_systor_header(l) {
         return Ok(None);
     }
-    let err = |what: &str| bad(format!("line {n}: {what}; expected {SYSTOR_HEADER}: {l:?}"));
+    let err = line_error(n, SYSTOR_HEADER, l);
     let f = fields(l);
     let [ts, _response, op, lun, offset, size] = f[..] else {
         return Err(err(&format!("{} fields", f.len())));
@@ -152,11 +152,7 @@ pub(super) fn tencent_block(line: &str, n: u64) -> io::Result<Option<Request>> {
     if l.is_empty() || l.starts_with('#') {
         return Ok(None);
     }
-    let err = |what: &str| {
-        bad(format!(
-            "line {n}: {what}; expected Timestamp,Offset,Size,IOType,VolumeID: {l:?}"
-        ))
-    };
+    let err = line_error(n, "Timestamp,Offset,Size,IOType,VolumeID", l);
     let f = fields(l);
     let [ts, offset, size, op, volume] = f[..] else {
         return Err(err(&format!("{} fields", f.len())));
@@ -201,11 +197,11 @@ pub(super) fn tencent_photo(line: &str, n: u64) -> io::Result<Option<Request>> {
     if l.is_empty() || l.starts_with('#') {
         return Ok(None);
     }
-    let err = |what: &str| {
-        bad(format!(
-            "line {n}: {what}; expected Timestamp PhotoId Format SizeSpec ReturnSize CacheHit Terminal ResponseTime: {l:?}"
-        ))
-    };
+    let err = line_error(
+        n,
+        "Timestamp PhotoId Format SizeSpec ReturnSize CacheHit Terminal ResponseTime",
+        l,
+    );
     let f: Vec<&str> = l.split_ascii_whitespace().collect();
     if f.len() != 8 {
         return Err(err(&format!("{} fields", f.len())));
