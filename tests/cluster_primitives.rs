@@ -475,13 +475,25 @@ async fn run_limiters(
     per_instance: usize,
     rps: u32,
     run: Duration,
-) -> (Vec<Instant>, Vec<Arc<ClusterLimiter>>) {
+) -> LimiterRun {
     let mut limiters = Vec::new();
     for _ in 0..instances {
         limiters.push(Arc::new(ClusterLimiter::new(&instance(ns).await, rps)));
     }
     let grants = Arc::new(parking_lot::Mutex::new(Vec::new()));
     let deadline = Instant::now() + run;
+    // How late this process wakes its tasks during the run: grants are
+    // stamped when their task runs again, so a starved scheduler (another
+    // build on the other core) bunches them by that much.
+    let lateness = tokio::spawn(async move {
+        let mut worst = Duration::ZERO;
+        while Instant::now() < deadline {
+            let asked = Instant::now() + Duration::from_millis(1);
+            tokio::time::sleep_until(asked.into()).await;
+            worst = worst.max(Instant::now().saturating_duration_since(asked));
+        }
+        worst
+    });
     let mut tasks = Vec::new();
     for limiter in &limiters {
         for _ in 0..per_instance {
@@ -499,7 +511,27 @@ async fn run_limiters(
     }
     let mut grants = std::mem::take(&mut *grants.lock());
     grants.sort();
-    (grants, limiters)
+    LimiterRun {
+        grants,
+        limiters,
+        lateness: lateness.await.unwrap(),
+    }
+}
+
+struct LimiterRun {
+    /// When each `acquire` returned, sorted.
+    grants: Vec<Instant>,
+    limiters: Vec<Arc<ClusterLimiter>>,
+    /// The worst wake-up lateness seen while the limiters ran.
+    lateness: Duration,
+}
+
+impl LimiterRun {
+    /// Grants a one-second window may hold beyond `rps` because the test
+    /// stamped them late: those due up to `lateness` before the window.
+    fn scheduling_slack(&self, rps: u32) -> usize {
+        (f64::from(rps) * self.lateness.as_secs_f64()).ceil() as usize
+    }
 }
 
 /// Most grants in any window of `window`.
@@ -519,7 +551,8 @@ fn max_in_window(grants: &[Instant], window: Duration) -> usize {
 async fn three_instances_share_one_origin_rate() {
     let ns = namespace("limiter");
     let rps = 30;
-    let (grants, _limiters) = run_limiters(&ns, 3, 20, rps, Duration::from_secs(3)).await;
+    let run = run_limiters(&ns, 3, 20, rps, Duration::from_secs(3)).await;
+    let grants = &run.grants;
     let span = grants
         .last()
         .unwrap()
@@ -532,10 +565,12 @@ async fn three_instances_share_one_origin_rate() {
         total as f64 <= f64::from(rps) * span + 2.0,
         "{total} grants in {span:.3}s"
     );
-    let per_second = max_in_window(&grants, Duration::from_secs(1));
+    let per_second = max_in_window(grants, Duration::from_secs(1));
+    let slack = run.scheduling_slack(rps);
     assert!(
-        per_second <= rps as usize + 1,
-        "{per_second} grants within one second"
+        per_second <= rps as usize + 1 + slack,
+        "{per_second} grants within one second (slack {slack} for wake-ups up to {:?} late)",
+        run.lateness
     );
     // Work proceeds: well above zero (no lower bound on fairness).
     assert!(total >= 45, "only {total} grants in 3 s");
@@ -546,12 +581,15 @@ async fn three_instances_share_one_origin_rate() {
 async fn reservations_batch_slots_at_high_rates_and_keep_the_bound() {
     let ns = namespace("limiter-fast");
     let rps = 400;
-    let (grants, limiters) = run_limiters(&ns, 3, 40, rps, Duration::from_millis(2_500)).await;
-    let per_second = max_in_window(&grants, Duration::from_secs(1));
+    let run = run_limiters(&ns, 3, 40, rps, Duration::from_millis(2_500)).await;
+    let (grants, limiters) = (&run.grants, &run.limiters);
+    let per_second = max_in_window(grants, Duration::from_secs(1));
     // GRACE (10 ms) of lateness is 4 slots at 400/s.
+    let slack = run.scheduling_slack(rps);
     assert!(
-        per_second <= rps as usize + 6,
-        "{per_second} grants within one second"
+        per_second <= rps as usize + 6 + slack,
+        "{per_second} grants within one second (slack {slack} for wake-ups up to {:?} late)",
+        run.lateness
     );
     assert!(grants.len() >= 400, "only {} grants", grants.len());
     let trips: usize = limiters.iter().map(|l| l.reservations()).sum();
