@@ -764,3 +764,84 @@ async fn a_404_at_one_instance_quiets_the_key_for_all() {
         "the 404 was asked once, by the first instance"
     );
 }
+
+/// A rolling deploy: an instance told to stop (SIGTERM) while it holds
+/// claimed work finishes its current keys, gives the rest back to the
+/// shared queue and exits 0; the next instance takes every key at once,
+/// well inside the visibility timeout (a minute here), after which a
+/// leaked claim would only come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_instance_hands_its_claims_to_the_next_at_once() {
+    let origin = TestOrigin::start().await;
+    origin.set_latency(Duration::from_millis(200));
+    let mut env = ClusterEnv::new(&origin, REDIS);
+    env.set("WARMING_CONCURRENT_WARMERS", "4");
+    env.set("WARMING_VISIBILITY_TIMEOUT", "60");
+    let http = reqwest::Client::new();
+    let mut leaving = start(&env, 1, &http).await.remove(0);
+    let keys: Vec<String> = (0..80).map(|i| format!("roll:{i}")).collect();
+    let r = post(
+        &http,
+        format!("{}/warm/key", leaving.base),
+        json!({"keys": keys}),
+    )
+    .await;
+    let job = r["job_id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while origin.requests() < 8 {
+        assert!(Instant::now() < deadline, "no progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let term = Command::new("kill")
+        .arg("-TERM")
+        .arg(leaving.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let stopped_at = Instant::now();
+    let status = loop {
+        if let Some(s) = leaving.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            stopped_at.elapsed() < Duration::from_secs(20),
+            "still running 20 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+    let warmed_before = origin.requests();
+    assert!(warmed_before < 80, "all keys done before the stop");
+    // Nothing is left claimed by the instance that left.
+    let mut conn = support::redis::connect(REDIS).await;
+    for band in ["high", "mid", "low"] {
+        let pending: Vec<redis::Value> = redis::cmd("XPENDING")
+            .arg(format!("warming:{{{}}}:queue:{band}", env.ns))
+            .arg("warmers")
+            .arg("-")
+            .arg("+")
+            .arg(100)
+            .arg("instance-0")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(pending.is_empty(), "{band}: still claimed {pending:?}");
+    }
+
+    let next = env.spawn(1);
+    ready(&http, &next).await;
+    let done = wait_job(&http, &next.base, &job, Duration::from_secs(30)).await;
+    assert_eq!(done["succeeded"], 80, "{done}");
+    for i in 0..80 {
+        assert!(
+            origin.requests_for(&format!("roll:{i}")) >= 1,
+            "roll:{i} never fetched"
+        );
+    }
+    eprintln!(
+        "{warmed_before} keys fetched before SIGTERM + shutdown; the rest done by the next instance {:?} after the stop",
+        stopped_at.elapsed()
+    );
+    drop(next);
+    support::redis::delete_matching(&mut conn, &format!("*{}*", env.ns)).await;
+}

@@ -105,6 +105,73 @@ async fn queue_deduplicates_across_instances() {
     cleanup(&c1).await;
 }
 
+/// Shutdown's hand-back: every entry a consumer has claimed goes back to
+/// the queue at once, the ones its caller holds and the ones it never saw
+/// (a claiming read whose reply was lost), so another instance takes them
+/// without waiting for the visibility timeout.
+#[tokio::test]
+async fn hand_back_all_returns_every_claim_even_unseen_ones() {
+    let ns = namespace("handback");
+    let (c1, c2) = (instance(&ns).await, instance(&ns).await);
+    let q1 = StreamQueue::new(&c1).await.unwrap();
+    let q2 = StreamQueue::new(&c2).await.unwrap();
+    let mut tasks: Vec<_> = (0..3).map(|i| task(&format!("h{i}"), 90)).collect();
+    tasks.extend((0..4).map(|i| task(&format!("m{i}"), 50)));
+    q1.push_many(tasks).await.unwrap();
+
+    let held = q1.next_batch("i1", 2, Duration::ZERO).await.unwrap();
+    assert_eq!(held.len(), 2);
+    // A read that claimed two entries for i1 and whose reply never arrived.
+    let mut conn = c1.conn();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("warmers")
+        .arg("i1")
+        .arg("COUNT")
+        .arg(2)
+        .arg("STREAMS")
+        .arg(q1.stream_key(Band::Mid))
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    assert_eq!(q1.hand_back_all("i1").await.unwrap(), 4);
+    for band in Band::ALL {
+        let pending: Vec<redis::Value> = redis::cmd("XPENDING")
+            .arg(q1.stream_key(band))
+            .arg("warmers")
+            .arg("-")
+            .arg("+")
+            .arg(10)
+            .arg("i1")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(pending.is_empty(), "{band:?}: {pending:?}");
+    }
+    assert!(
+        q1.contains("m0").await.unwrap(),
+        "a handed-back key stays deduplicated"
+    );
+    let mut got = Vec::new();
+    loop {
+        let batch = q2.next_batch("i2", 10, Duration::ZERO).await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        for c in &batch {
+            assert!(q2.ack(c).await.unwrap());
+        }
+        got.extend(batch.into_iter().map(|c| c.task.key));
+    }
+    // Each band in order, handed-back entries at its tail.
+    assert_eq!(got, ["h2", "h0", "h1", "m2", "m3", "m0", "m1"]);
+    assert_eq!(q1.hand_back_all("i1").await.unwrap(), 0);
+    assert!(!q1.contains("m0").await.unwrap());
+    cleanup(&c1).await;
+}
+
 /// The pump's batch claim: one round trip takes up to `max` entries of the
 /// best band that has any, never lower-band work while higher-band work
 /// waits; every entry is claimed once, across instances, and is acked.

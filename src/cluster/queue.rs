@@ -61,6 +61,8 @@ pub const DEFAULT_MAX_DELIVERIES: u32 = 5;
 const PUSH_CHUNK: usize = 500;
 /// Entries one `reclaim` takes per band.
 const RECLAIM_COUNT: usize = 100;
+/// Entries one `hand_back_all` script call moves.
+const HAND_BACK_COUNT: usize = 100;
 /// Longest single blocking read; longer waits are capped to this.
 const MAX_BLOCK: Duration = Duration::from_secs(10);
 
@@ -143,6 +145,7 @@ struct Scripts {
     claim: Script,
     ack: Script,
     hand_back: Script,
+    hand_back_all: Script,
     reclaim: Script,
     stats: Script,
 }
@@ -210,6 +213,25 @@ for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
 return redis.call('XADD', KEYS[1], '*', unpack(fields))
 ";
 
+/// KEYS: stream. ARGV: group, consumer, count. Hands back (as
+/// `HAND_BACK_LUA` does) up to `count` entries pending for `consumer`,
+/// reading their fields from the stream; an entry already deleted is only
+/// acked. Returns how many were looked at.
+const HAND_BACK_ALL_LUA: &str = r"
+local p = redis.pcall('XPENDING', KEYS[1], ARGV[1], '-', '+', ARGV[3], ARGV[2])
+if type(p) ~= 'table' or p.err then return 0 end
+for _, e in ipairs(p) do
+  local id = e[1]
+  local r = redis.call('XRANGE', KEYS[1], id, id)
+  redis.call('XACK', KEYS[1], ARGV[1], id)
+  if r[1] then
+    redis.call('XDEL', KEYS[1], id)
+    redis.call('XADD', KEYS[1], '*', unpack(r[1][2]))
+  end
+end
+return #p
+";
+
 /// KEYS: stream, pending. ARGV: group, consumer, min_idle_ms, count,
 /// max_deliveries. Returns {{id, deliveries, poisoned, fields}, ...}.
 const RECLAIM_LUA: &str = r"
@@ -272,6 +294,7 @@ impl StreamQueue {
                 claim: Script::new(CLAIM_LUA),
                 ack: Script::new(ACK_LUA),
                 hand_back: Script::new(HAND_BACK_LUA),
+                hand_back_all: Script::new(HAND_BACK_ALL_LUA),
                 reclaim: Script::new(RECLAIM_LUA),
                 stats: Script::new(STATS_LUA),
             }),
@@ -596,6 +619,36 @@ impl StreamQueue {
             }
         }
         Ok(out)
+    }
+
+    /// Gives back everything `consumer` still has claimed, whether or not
+    /// the caller knows of it: entries held in memory, stashed by a blocking
+    /// read, or claimed by a read whose reply was lost (a cancelled call).
+    /// Each goes to the tail of its band at once, instead of waiting for the
+    /// visibility timeout. For shutdown, once this consumer claims no more.
+    /// Returns how many entries were handed back or, if already deleted, acked.
+    pub async fn hand_back_all(&self, consumer: &str) -> Result<usize> {
+        self.stash.lock().remove(consumer);
+        let mut conn = self.conn.clone();
+        let mut total = 0;
+        for band in Band::ALL {
+            loop {
+                let n: usize = self
+                    .scripts
+                    .hand_back_all
+                    .key(self.stream_key(band))
+                    .arg(GROUP)
+                    .arg(consumer)
+                    .arg(HAND_BACK_COUNT)
+                    .invoke_async(&mut conn)
+                    .await?;
+                total += n;
+                if n < HAND_BACK_COUNT {
+                    break;
+                }
+            }
+        }
+        Ok(total)
     }
 
     /// Waiting and in-flight counts, cluster-wide (one script).

@@ -76,6 +76,9 @@ pub struct ClusterLink {
     claims: Mutex<HashMap<String, Claimed>>,
     /// Signalled when a worker takes a claim (the pump may refill).
     released: tokio::sync::Notify,
+    /// The loops that claim from the shared queue (pump, reclaim): shutdown
+    /// waits for them before handing everything back.
+    claimers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Accesses recorded here, waiting to be fanned out.
     accesses: Mutex<Vec<Access>>,
     /// The last emergency state this instance applied from or wrote to Redis.
@@ -105,6 +108,7 @@ impl ClusterLink {
             namespace_marker: coord.namespace().prefix().to_owned(),
             claims: Mutex::new(HashMap::new()),
             released: tokio::sync::Notify::new(),
+            claimers: Mutex::new(Vec::new()),
             accesses: Mutex::new(Vec::new()),
             last_stop: Mutex::new(None),
             queue,
@@ -148,6 +152,30 @@ impl ClusterLink {
 
     pub fn held_claims(&self) -> Vec<Claimed> {
         self.claims.lock().values().cloned().collect()
+    }
+
+    /// Shutdown's hand-back: once the loops that claim work have stopped
+    /// (they stop with the workers; waited for until `deadline`), gives
+    /// every entry this instance still has claimed back to the shared
+    /// queue, so another instance takes it at once. This includes claims
+    /// the local queue never saw: a blocking read cancelled after Redis
+    /// answered it, or a batch claimed while shutdown began. Returns how
+    /// many entries went back.
+    pub async fn hand_back_everything(&self, deadline: tokio::time::Instant) -> usize {
+        let loops = std::mem::take(&mut *self.claimers.lock());
+        for l in loops {
+            if tokio::time::timeout_at(deadline, l).await.is_err() {
+                tracing::warn!("a queue-claiming loop still running at the shutdown deadline");
+            }
+        }
+        self.claims.lock().clear();
+        match self.queue.hand_back_all(&self.id).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot hand claimed keys back; other instances take them after the visibility timeout");
+                0
+            }
+        }
     }
 
     /// Acks a finished task (retrying briefly: losing an ack means the task
@@ -470,7 +498,7 @@ impl Engine {
 
         // Pump: shared queue -> local queue, at most ~2x the workers held.
         let (e, link, s) = (self.clone(), c.clone(), self.workers_stop.clone());
-        self.background.spawn(async move {
+        let pump = self.background.spawn(async move {
             loop {
                 if s.is_cancelled() {
                     break;
@@ -519,7 +547,7 @@ impl Engine {
 
         // Keep our claims alive, take over those of dead instances.
         let (e, link, s) = (self.clone(), c.clone(), self.workers_stop.clone());
-        self.background.spawn(async move {
+        let reclaim = self.background.spawn(async move {
             let every = (link.visibility / 3).max(Duration::from_millis(500));
             loop {
                 tokio::select! {
@@ -550,6 +578,7 @@ impl Engine {
                 }
             }
         });
+        c.claimers.lock().extend([pump, reclaim]);
 
         // Accesses: publish ours, record everyone else's.
         let (link, s) = (c.clone(), stop.clone());

@@ -1179,19 +1179,9 @@ impl Engine {
         let left = self.queue.drain_all();
         if let Some(c) = &self.cluster {
             // The shared queue keeps the work: give back what this instance
-            // claimed so another instance takes it at once.
-            let mut handed = 0;
-            for t in &left {
-                if let Some(claim) = c.release_claim(&t.key) {
-                    if c.queue.hand_back(&claim).await.is_ok() {
-                        handed += 1;
-                    }
-                }
-            }
-            for claim in c.held_claims() {
-                c.release_claim(&claim.task.key);
-                let _ = c.queue.hand_back(&claim).await;
-            }
+            // claimed (queued here, in flight, or never seen) so another
+            // instance takes it at once.
+            let handed = c.hand_back_everything(deadline).await;
             if handed > 0 {
                 tracing::info!(
                     keys = handed,
