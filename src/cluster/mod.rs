@@ -23,7 +23,7 @@
 //!
 //! | key | type | written by | read by | TTL | why |
 //! |---|---|---|---|---|---|
-//! | `warming:{ns}:queue:high` / `:mid` / `:low` | stream, group `warmers` | `StreamQueue::push_many` (XADD), `ack` (XDEL), `hand_back` | `StreamQueue::next` (XREADGROUP), `reclaim` (XAUTOCLAIM), `len` | none (entries deleted on ack) | the shared work queue; one stream per priority band (67..=100, 34..=66, 0..=33) so priority holds across instances |
+//! | `warming:{ns}:queue:high` / `:mid` / `:low` | stream, group `warmers` | `StreamQueue::push_many` (XADD), `ack` (XDEL), `hand_back`, `hand_back_all` (shutdown: every entry pending for this consumer) | `StreamQueue::next` (XREADGROUP), `reclaim` (XAUTOCLAIM), `len` | none (entries deleted on ack) | the shared work queue; one stream per priority band (67..=100, 34..=66, 0..=33) so priority holds across instances |
 //! | `warming:{ns}:pending` | set of cache keys | `push_many` (SADD), `ack` (SREM) | `push_many`, `contains`, `keys_count` | none | cluster-wide dedup of queued-or-in-flight keys |
 //! | `warming:{ns}:seq` | integer | `push_many` (INCR) | `push_many` | none | cluster-wide insertion order (`Task::seq`) |
 //! | `{<cache key tag>}:warming:{ns}:lease` | string = owner id | `Leases::try_acquire` (SET NX PX), `renew`, `release` (compare-and-delete) | `Leases` | lease TTL | a key is fetched by at most one instance at a time |
