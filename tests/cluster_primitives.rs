@@ -833,8 +833,10 @@ async fn accesses_reach_every_other_instance_and_not_the_writer() {
 }
 
 /// `ClusterLink::finish_key` records a key's end (warmed mark, job outcome,
-/// lease release) in one pipeline, and, when Redis has forgotten the
-/// scripts (a restart; here `SCRIPT FLUSH`), still records it step by step.
+/// lease release) and acks its claim in one pipeline, and, when Redis has
+/// forgotten the scripts (a restart; here `SCRIPT FLUSH`), still records it
+/// step by step, then acks. The pipelined ack never runs before the outcome
+/// is recorded.
 #[tokio::test]
 async fn finishing_a_key_records_outcome_mark_and_release_even_without_scripts() {
     use warming::config::{Coordination, ServiceConfig, Tunables};
@@ -851,35 +853,69 @@ async fn finishing_a_key_records_outcome_mark_and_release_even_without_scripts()
     let link = ClusterLink::connect(&service, &Tunables::default())
         .await
         .unwrap();
-    let keys = [("a".to_string(), "queued"), ("b".to_string(), "queued")];
+    let keys: Vec<(String, &str)> = ["a", "b", "c"]
+        .iter()
+        .map(|k| (k.to_string(), "queued"))
+        .collect();
     link.jobs
         .create("job-f", "api", Strategy::Selective, &keys)
         .await
         .unwrap();
+    let tasks = ["a", "b", "c"]
+        .iter()
+        .map(|k| Task {
+            job_id: "job-f".into(),
+            ..task(k, 50)
+        })
+        .collect();
+    link.queue.push_many(tasks).await.unwrap();
+    let mut claims: std::collections::HashMap<String, warming::cluster::Claimed> = link
+        .queue
+        .next_batch("i1", 3, Duration::ZERO)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.task.key.clone(), c))
+        .collect();
+    assert_eq!(claims.len(), 3);
+
+    // While the job shows "c" queued, the pipelined ack refuses.
+    let mut pipe = redis::pipe();
+    link.queue
+        .add_ack_if_recorded(&mut pipe, &claims["c"], &link.jobs.job_key("job-f"));
+    let got: Vec<i64> = pipe
+        .query_async(&mut link.leases.connection())
+        .await
+        .unwrap();
+    assert_eq!(got, [-1]);
+    assert!(link.queue.contains("c").await.unwrap(), "not acked");
+
     // "a": no script loaded, so the pipeline fails and the steps run one by
-    // one (loading the scripts); "b": the one-round-trip pipeline.
+    // one (loading the scripts); "b" and "c": the one-round-trip pipeline.
     let _: () = redis::cmd("SCRIPT")
         .arg("FLUSH")
         .query_async(&mut link.leases.connection())
         .await
         .unwrap();
-    for (round, key) in ["a", "b"].into_iter().enumerate() {
+    for key in ["a", "b", "c"] {
         assert!(link.take_lease(key, Duration::from_secs(30)).await.unwrap());
         let outcome = KeyOutcome::finished(key.into(), WarmStatus::Success, 1, 5, None);
-        assert!(
-            link.finish_key(
-                "job-f",
-                &outcome,
-                Some(Mark::Warmed(Duration::from_secs(30)))
-            )
-            .await,
-            "round {round}"
-        );
+        let claim = claims.remove(key).unwrap();
+        link.finish_key(
+            "job-f",
+            &outcome,
+            Some(Mark::Warmed(Duration::from_secs(30))),
+            Some(&claim),
+        )
+        .await;
         assert!(link.leases.recently_warmed(key).await.unwrap(), "{key}");
         assert_eq!(link.leases.holder(key).await.unwrap(), None, "{key}");
+        assert!(!link.queue.contains(key).await.unwrap(), "{key} acked");
+        assert!(!link.queue.ack(&claim).await.unwrap(), "{key} acked once");
     }
     let job = link.jobs.view("job-f").await.unwrap().unwrap();
-    assert_eq!((job.succeeded, job.queued), (2, 0), "{job:?}");
+    assert_eq!((job.succeeded, job.queued), (3, 0), "{job:?}");
+    assert_eq!(link.queue.len().await.unwrap(), 0);
     let coord = instance(&ns).await;
     cleanup(&coord).await;
 }

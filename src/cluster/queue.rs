@@ -144,6 +144,7 @@ struct Scripts {
     push: Script,
     claim: Script,
     ack: Script,
+    ack_if_recorded: Script,
     hand_back: Script,
     hand_back_all: Script,
     reclaim: Script,
@@ -202,6 +203,25 @@ if n == 1 then
 end
 return n
 ";
+
+/// KEYS: stream, pending, the job's hash. ARGV: group, id, key. `ACK_LUA`,
+/// but only once the job no longer shows the key queued or in flight (its
+/// outcome is recorded, or the job is gone): an ack sent in the same
+/// pipeline as the outcome never runs without it. Returns -1 when the
+/// outcome is not recorded, else as `ACK_LUA`.
+const ACK_IF_RECORDED_LUA: &str = r#"
+local v = redis.call('HGET', KEYS[3], ARGV[3])
+if v and (string.find(v, '"status":"queued"', 1, true) or string.find(v, '"status":"in_flight"', 1, true)) then
+  return -1
+end
+local n = redis.pcall('XACK', KEYS[1], ARGV[1], ARGV[2])
+if type(n) ~= 'number' then return 0 end
+if n == 1 then
+  redis.call('XDEL', KEYS[1], ARGV[2])
+  redis.call('SREM', KEYS[2], ARGV[3])
+end
+return n
+"#;
 
 /// KEYS: stream. ARGV: group, id, then the fields. Re-adds at the tail.
 const HAND_BACK_LUA: &str = r"
@@ -293,6 +313,7 @@ impl StreamQueue {
                 push: Script::new(PUSH_LUA),
                 claim: Script::new(CLAIM_LUA),
                 ack: Script::new(ACK_LUA),
+                ack_if_recorded: Script::new(ACK_IF_RECORDED_LUA),
                 hand_back: Script::new(HAND_BACK_LUA),
                 hand_back_all: Script::new(HAND_BACK_ALL_LUA),
                 reclaim: Script::new(RECLAIM_LUA),
@@ -300,6 +321,7 @@ impl StreamQueue {
             }),
         };
         q.ensure_groups().await?;
+        q.load_pipelined_scripts().await?;
         Ok(q)
     }
 
@@ -518,6 +540,41 @@ impl StreamQueue {
             q.make_contiguous().sort_by_key(|c| c.band);
         }
         Ok(Some(first))
+    }
+
+    /// Adds to `pipe` an [`StreamQueue::ack`] that runs only if `job_hash`
+    /// (the job's Redis hash, in this namespace) no longer shows the task's
+    /// key queued or in flight, so it can follow the command recording the
+    /// outcome in one round trip. Its reply: 1 acked, 0 no longer pending,
+    /// -1 outcome not recorded (not acked). The script must be loaded: a
+    /// pipeline does not load scripts; [`StreamQueue::ack`] and the other
+    /// calls of this queue do (they share the connection's script cache).
+    pub fn add_ack_if_recorded(
+        &self,
+        pipe: &mut redis::Pipeline,
+        claimed: &Claimed,
+        job_hash: &str,
+    ) {
+        let mut inv = self
+            .scripts
+            .ack_if_recorded
+            .key(self.stream_key(claimed.band));
+        inv.key(&self.pending)
+            .key(job_hash)
+            .arg(GROUP)
+            .arg(&claimed.id)
+            .arg(&claimed.task.key);
+        pipe.invoke_script(&inv);
+    }
+
+    /// Loads the script [`StreamQueue::add_ack_if_recorded`] pipelines
+    /// (at start, and again after Redis lost its scripts).
+    pub async fn load_pipelined_scripts(&self) -> Result<()> {
+        self.scripts
+            .ack_if_recorded
+            .load_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
     }
 
     /// Done with the task (warmed or failed for good): acks and deletes the

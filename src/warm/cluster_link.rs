@@ -193,14 +193,22 @@ impl ClusterLink {
         }
     }
 
-    /// Records how a fetched key ended, in one round trip: the cluster-wide
-    /// mark (`mark`: "warmed" or "not found", for how long), the job outcome, the release
-    /// of the fetch lease. If that pipeline fails (Redis away, or its script
-    /// cache emptied by a restart: a pipeline does not load scripts), the
-    /// same steps run one by one, which load their scripts and retry the
-    /// outcome. `false` when the outcome could not be recorded (the caller
-    /// then does not ack, so the task is delivered again).
-    pub async fn finish_key(&self, job_id: &str, outcome: &KeyOutcome, mark: Option<Mark>) -> bool {
+    /// Records how a fetched key ended and acks its claim, in one round
+    /// trip: the cluster-wide mark (`mark`: "warmed" or "not found", for
+    /// how long), the job outcome, the release of the fetch lease, and the
+    /// ack of `claim`, which runs only if the job then shows the outcome
+    /// (at least once: a task whose outcome is not recorded is delivered
+    /// again). If that pipeline fails (Redis away, or its script cache
+    /// emptied by a restart: a pipeline does not load scripts), the same
+    /// steps run one by one, which load their scripts and retry the
+    /// outcome, and the ack follows only if the outcome was recorded.
+    pub async fn finish_key(
+        &self,
+        job_id: &str,
+        outcome: &KeyOutcome,
+        mark: Option<Mark>,
+        claim: Option<&Claimed>,
+    ) {
         let key = outcome.key.as_str();
         let mut pipe = redis::pipe();
         match mark {
@@ -210,8 +218,18 @@ impl ClusterLink {
         }
         self.jobs.add_finish(&mut pipe, job_id, outcome);
         self.leases.add_release(&mut pipe, key, &self.id);
-        match pipe.query_async::<()>(&mut self.leases.connection()).await {
-            Ok(()) => return true,
+        if let Some(claim) = claim {
+            self.queue
+                .add_ack_if_recorded(&mut pipe, claim, &self.jobs.job_key(job_id));
+        }
+        match pipe
+            .query_async::<Vec<i64>>(&mut self.leases.connection())
+            .await
+        {
+            // Acked (1), or no longer pending (0: handed back, or reclaimed
+            // elsewhere); -1 cannot follow a recorded outcome.
+            Ok(acks) if acks.iter().all(|&n| n >= 0) => return,
+            Ok(_) => tracing::debug!(key, "outcome not seen by the ack; step by step"),
             Err(e) => {
                 tracing::debug!(key, error = %e, "finishing in one round trip failed; step by step")
             }
@@ -241,7 +259,11 @@ impl ClusterLink {
             }
         }
         let _ = self.leases.release(key, &self.id).await;
-        recorded
+        // Redis may have lost its scripts: reload the pipelined ack's.
+        let _ = self.queue.load_pipelined_scripts().await;
+        if let (Some(claim), true) = (claim, recorded) {
+            self.ack(claim).await;
+        }
     }
 
     /// Takes the fetch lease of `key`. A lease left by this instance (a

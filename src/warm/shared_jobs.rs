@@ -77,7 +77,8 @@ impl SharedJobs {
         }
     }
 
-    fn job_key(&self, id: &str) -> String {
+    /// The job's Redis hash.
+    pub fn job_key(&self, id: &str) -> String {
         self.ns.key(&format!("job:{id}"))
     }
 

@@ -297,10 +297,8 @@ pub(crate) async fn warm_one(engine: &Engine, id: usize, task: &Task) -> bool {
             };
             // At least once: the claim is acked only after the outcome is
             // recorded; if Redis stays away, the task is delivered again.
-            let recorded = c.finish_key(&task.job_id, &outcome, mark).await;
-            if let (Some(claim), true) = (&claim, recorded) {
-                c.ack(claim).await;
-            }
+            c.finish_key(&task.job_id, &outcome, mark, claim.as_ref())
+                .await;
         }
         None => engine.jobs.finish(&task.job_id, outcome),
     }
