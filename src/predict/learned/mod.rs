@@ -591,28 +591,50 @@ impl LearnedPredictor {
             .samples
             .min(total)
             .min(per_snapshot(&self.cfg, horizon));
-        let mut taken = 0;
-        for _ in 0..4 * self.cfg.samples {
-            if t.pending.len() >= self.cfg.max_pending || taken >= wanted {
+        let room = self.cfg.max_pending.saturating_sub(t.pending.len());
+        let wanted = wanted.min(room);
+        if wanted == 0 {
+            return;
+        }
+        // Candidates are dense around a burst of expiries: a few random
+        // draws find them. When they are sparse (few keys expire at a time
+        // among many tracked, e.g. a quiet service), draws find almost none
+        // and the model would go on untrained for many TTLs: then one pass
+        // over every key draws them uniformly (reservoir sampling).
+        let mut picked: Vec<(usize, usize)> = Vec::with_capacity(wanted);
+        for _ in 0..4 * wanted {
+            if picked.len() >= wanted {
                 break;
             }
-            let mut i = t.below(total);
-            let shard = shards
-                .iter()
-                .find(|s| {
-                    if i < s.entries.len() {
-                        true
-                    } else {
-                        i -= s.entries.len();
-                        false
-                    }
-                })
-                .expect("index below total");
-            let e = &shard.entries[i];
-            if !candidate(ctx.now_rel, &e.state, gate, band) {
-                continue;
+            let (s, i) = locate(&shards, t.below(total));
+            if candidate(ctx.now_rel, &shards[s].entries[i].state, gate, band)
+                && !picked.contains(&(s, i))
+            {
+                picked.push((s, i));
             }
-            taken += 1;
+        }
+        if picked.len() < wanted {
+            picked.clear();
+            let mut seen = 0usize;
+            for (s, shard) in shards.iter().enumerate() {
+                for (i, e) in shard.entries.iter().enumerate() {
+                    if !candidate(ctx.now_rel, &e.state, gate, band) {
+                        continue;
+                    }
+                    seen += 1;
+                    if picked.len() < wanted {
+                        picked.push((s, i));
+                    } else {
+                        let j = t.below(seen);
+                        if j < wanted {
+                            picked[j] = (s, i);
+                        }
+                    }
+                }
+            }
+        }
+        for (s, i) in picked {
+            let e = &shards[s].entries[i];
             let p = prefixes[self.prefix_shard(e.prefix_hash)].counts(e.prefix_hash, ctx.now_rel);
             t.pending.push_back(Pending {
                 hash: e.hash,
@@ -643,6 +665,17 @@ impl LearnedPredictor {
             t.positives += u64::from(y);
         }
     }
+}
+
+/// The shard and the index in it of the `i`-th entry over all shards.
+fn locate(shards: &[parking_lot::MutexGuard<'_, Shard>], mut i: usize) -> (usize, usize) {
+    for (s, shard) in shards.iter().enumerate() {
+        if i < shard.entries.len() {
+            return (s, i);
+        }
+        i -= shard.entries.len();
+    }
+    unreachable!("index below the total of entries")
 }
 
 /// Snapshots taken per round so that the examples waiting for their

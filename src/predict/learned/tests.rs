@@ -522,3 +522,32 @@ fn snapshots_per_round_fit_the_pending_cap() {
     };
     assert_eq!(super::per_snapshot(&tiny, 86_400), 1);
 }
+
+/// Training samples candidates uniformly however sparse they are: with
+/// 20,000 keys tracked and 10 whose value expires now, a snapshot takes
+/// those 10 (random draws alone would find one about every other
+/// snapshot, and the model would stay untrained for many TTLs).
+#[test]
+fn sparse_candidates_are_all_snapshotted() {
+    let p = LearnedPredictor::new(LearnedConfig {
+        gate: Gate::Secs(3600),
+        sample_every_secs: 30,
+        ..small(1 << 16)
+    });
+    for i in 0..20_000 {
+        p.observe(&format!("old:{i}"), T0);
+    }
+    for i in 0..10 {
+        p.observe(&format!("late:{i}"), T0 + 1000);
+    }
+    // The late keys' values expire at T0 + 4600; the old keys' at T0 + 3600
+    // (and, rewritten, at T0 + 7200): at T0 + 4600 only the late keys are
+    // candidates.
+    p.tick(T0 + 4600);
+    assert_eq!(p.stats().pending, 10, "{:?}", p.stats().pending);
+    // An hour later they are labelled, and the one read since is a positive.
+    p.observe("late:3", T0 + 5000);
+    p.tick(T0 + 4600 + 3600);
+    let s = p.stats();
+    assert_eq!((s.examples, s.positives), (10, 1), "{s:?}");
+}
