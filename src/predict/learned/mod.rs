@@ -89,12 +89,13 @@ use self::features::{Context, Features, KeyState, PrefixTable, features, prefix_
 use self::model::Logistic;
 use super::{HeuristicPredictor, Prediction, Predictor, Write};
 use crate::access::AccessTracker;
-use crate::access::topk::TopK;
 
 /// Name used in configuration.
 pub const NAME: &str = "learned";
 
 const SHARDS: usize = 16;
+/// Fewest keys a sparse-candidate pass of the training snapshot looks at.
+const SCAN_MIN: usize = 8192;
 /// The window assumed before the first `predict` call (the service's default).
 const DEFAULT_WINDOW_SECS: u32 = 3600;
 /// Default width of the band around each expiry: two rounds of a once-a-minute
@@ -278,6 +279,8 @@ struct Trainer {
     rng: u64,
     positives: u64,
     labelled: u64,
+    /// The first shard of the next sparse-candidate pass.
+    scan_from: usize,
 }
 
 impl Trainer {
@@ -326,6 +329,8 @@ pub struct LearnedPredictor {
     hasher: FixedState,
     shards: Box<[Mutex<Shard>]>,
     prefixes: Box<[Mutex<PrefixTable>]>,
+    /// `top`'s buffer of scored keys, kept between calls.
+    scratch: Mutex<Vec<Scored>>,
     base: AtomicU64,
     horizon: AtomicU32,
     /// The gate in seconds, from the latest `predict` call.
@@ -369,6 +374,7 @@ impl LearnedPredictor {
             prefixes: (0..SHARDS)
                 .map(|_| Mutex::new(PrefixTable::new(cfg.prefix_slots / SHARDS)))
                 .collect(),
+            scratch: Mutex::new(Vec::new()),
             base: AtomicU64::new(UNSET),
             horizon: AtomicU32::new(
                 cfg.default_horizon_secs
@@ -390,6 +396,7 @@ impl LearnedPredictor {
                 rng: cfg.seed,
                 positives: 0,
                 labelled: 0,
+                scan_from: 0,
             }),
             model: RwLock::new(model),
             labelled: AtomicU64::new(0),
@@ -599,8 +606,14 @@ impl LearnedPredictor {
         // Candidates are dense around a burst of expiries: a few random
         // draws find them. When they are sparse (few keys expire at a time
         // among many tracked, e.g. a quiet service), draws find almost none
-        // and the model would go on untrained for many TTLs: then one pass
-        // over every key draws them uniformly (reservoir sampling).
+        // and the model would go on untrained for many TTLs: then a pass
+        // over a slice of the shards draws them uniformly (reservoir
+        // sampling). A key stays a candidate for `band / sample_every`
+        // snapshots, and the slice is that fraction of the shards, in
+        // rotation: every candidate is looked at about once, for a fraction
+        // of the cost of a full pass at every snapshot. A slice covers at
+        // least `SCAN_MIN` keys (all of them in a small table), so that a
+        // young predictor finds every candidate while the pass is cheap.
         let mut picked: Vec<(usize, usize)> = Vec::with_capacity(wanted);
         for _ in 0..4 * wanted {
             if picked.len() >= wanted {
@@ -615,9 +628,16 @@ impl LearnedPredictor {
         }
         if picked.len() < wanted {
             picked.clear();
+            let per_band = (u64::from(band) / self.cfg.sample_every_secs.max(1)).max(1);
+            let slice = (SHARDS as u64)
+                .div_ceil(per_band)
+                .max((SHARDS * SCAN_MIN).div_ceil(total) as u64)
+                .min(SHARDS as u64) as usize;
+            let first = t.scan_from;
+            t.scan_from = (first + slice) % SHARDS;
             let mut seen = 0usize;
-            for (s, shard) in shards.iter().enumerate() {
-                for (i, e) in shard.entries.iter().enumerate() {
+            for s in (first..first + slice).map(|s| s % SHARDS) {
+                for (i, e) in shards[s].entries.iter().enumerate() {
                     if !candidate(ctx.now_rel, &e.state, gate, band) {
                         continue;
                     }
@@ -898,13 +918,19 @@ impl LearnedPredictor {
         #[cfg(feature = "onnx")]
         let min_offline = if gated { self.cfg.min_probability } else { 0.0 };
         let kept = |e: &Entry| !gated || candidate(ctx.now_rel, &e.state, gate, band);
+        // Score every kept key, one shard locked at a time, into a reused
+        // buffer of (score, shard, index, hash); then choose the best
+        // `limit` in linear time and copy only their keys. (A bounded heap
+        // of keys costs O(n log limit) and a key copy per replacement:
+        // replay's prediction quality ranks every key for K = 10,000.)
         let prefixes: Vec<_> = self.prefixes.iter().map(|p| p.lock()).collect();
-        let mut top = TopK::new(limit);
-        for shard in self.shards.iter() {
+        let mut scored = std::mem::take(&mut *self.scratch.lock());
+        scored.clear();
+        for (si, shard) in self.shards.iter().enumerate() {
             let s = shard.lock();
             match &self.scorer {
                 Scorer::Online => {
-                    for e in &s.entries {
+                    for (i, e) in s.entries.iter().enumerate() {
                         if !kept(e) {
                             continue;
                         }
@@ -913,17 +939,20 @@ impl LearnedPredictor {
                         let x = features(&e.state, p, &ctx);
                         let prob = model.probability(&x);
                         if prob >= min_online {
-                            top.offer(f64::from(prob), &e.key);
+                            scored.push(Scored::new(prob, si, i, e.hash));
                         }
                     }
                 }
                 #[cfg(feature = "onnx")]
                 Scorer::Onnx(m) => {
                     let mut scores = Vec::new();
-                    let kept: Vec<&Entry> = s.entries.iter().filter(|e| kept(e)).collect();
+                    let kept: Vec<usize> = (0..s.entries.len())
+                        .filter(|&i| kept(&s.entries[i]))
+                        .collect();
                     let batch: Vec<Features> = kept
                         .iter()
-                        .map(|e| {
+                        .map(|&i| {
+                            let e = &s.entries[i];
                             let p = prefixes[self.prefix_shard(e.prefix_hash)]
                                 .counts(e.prefix_hash, ctx.now_rel);
                             features(&e.state, p, &ctx)
@@ -931,9 +960,9 @@ impl LearnedPredictor {
                         .collect();
                     match m.score(&batch, &mut scores) {
                         Ok(()) => {
-                            for (e, sc) in kept.iter().zip(&scores) {
+                            for (&i, sc) in kept.iter().zip(&scores) {
                                 if *sc >= min_offline {
-                                    top.offer(f64::from(*sc), &e.key);
+                                    scored.push(Scored::new(*sc, si, i, s.entries[i].hash));
                                 }
                             }
                         }
@@ -945,10 +974,61 @@ impl LearnedPredictor {
                 }
             }
         }
-        top.into_sorted()
-            .into_iter()
-            .map(|(key, score)| Prediction { key, score })
-            .collect()
+        drop(prefixes);
+        // The entries may have moved since (the service records accesses
+        // meanwhile): keep those still where they were scored.
+        let shards: Vec<_> = self.shards.iter().map(|s| s.lock()).collect();
+        let entry = |c: &Scored| &shards[c.shard as usize].entries[c.index as usize];
+        scored.retain(|c| {
+            shards[c.shard as usize]
+                .entries
+                .get(c.index as usize)
+                .is_some_and(|e| e.hash == c.hash)
+        });
+        // Best first: higher score, then key ascending (deterministic
+        // whatever the order the keys are stored in).
+        let order = |a: &Scored, b: &Scored| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| entry(a).key.cmp(&entry(b).key))
+        };
+        if scored.len() > limit {
+            scored.select_nth_unstable_by(limit, order);
+            scored.truncate(limit);
+        }
+        scored.sort_unstable_by(order);
+        let out = scored
+            .iter()
+            .map(|c| Prediction {
+                key: entry(c).key.to_string(),
+                score: f64::from(c.score),
+            })
+            .collect();
+        drop(shards);
+        *self.scratch.lock() = scored;
+        out
+    }
+}
+
+/// A scored key of [`LearnedPredictor::top`]: where it is stored, and its
+/// hash to check that it is still there.
+#[derive(Clone, Copy)]
+struct Scored {
+    score: f32,
+    shard: u32,
+    index: u32,
+    hash: u64,
+}
+
+impl Scored {
+    fn new(score: f32, shard: usize, index: usize, hash: u64) -> Self {
+        Scored {
+            // NaN (a broken offline model) ranks as 0, as the bounded heap did.
+            score: if score.is_nan() { 0.0 } else { score },
+            shard: shard as u32,
+            index: index as u32,
+            hash,
+        }
     }
 }
 

@@ -524,9 +524,10 @@ fn snapshots_per_round_fit_the_pending_cap() {
 }
 
 /// Training samples candidates uniformly however sparse they are: with
-/// 20,000 keys tracked and 10 whose value expires now, a snapshot takes
-/// those 10 (random draws alone would find one about every other
-/// snapshot, and the model would stay untrained for many TTLs).
+/// 20,000 keys tracked and 10 whose value expires now, the snapshots of
+/// their band take all 10, each once or more (random draws alone would
+/// find one about every other snapshot, and the model would stay
+/// untrained for many TTLs).
 #[test]
 fn sparse_candidates_are_all_snapshotted() {
     let p = LearnedPredictor::new(LearnedConfig {
@@ -541,13 +542,25 @@ fn sparse_candidates_are_all_snapshotted() {
         p.observe(&format!("late:{i}"), T0 + 1000);
     }
     // The late keys' values expire at T0 + 4600; the old keys' at T0 + 3600
-    // (and, rewritten, at T0 + 7200): at T0 + 4600 only the late keys are
-    // candidates.
-    p.tick(T0 + 4600);
-    assert_eq!(p.stats().pending, 10, "{:?}", p.stats().pending);
-    // An hour later they are labelled, and the one read since is a positive.
+    // (and, rewritten, at T0 + 7200): within 60 s of T0 + 4600 (the band is
+    // 120 s) only the late keys are candidates. Snapshots every 30 s.
+    for t in [4540, 4570, 4600, 4630] {
+        p.tick(T0 + t);
+    }
+    let taken = p.stats().pending;
+    assert!((10..=40).contains(&taken), "{taken} snapshots");
+    let snapshotted: std::collections::HashSet<u64> =
+        p.trainer.lock().pending.iter().map(|x| x.hash).collect();
+    for i in 0..10 {
+        let h = p.hasher.hash_one(format!("late:{i}").as_str());
+        assert!(snapshotted.contains(&h), "late:{i} never snapshotted");
+    }
+    assert_eq!(snapshotted.len(), 10, "only the late keys");
+    // An hour later they are labelled, and the one read since is a positive
+    // (in each snapshot of it).
     p.observe("late:3", T0 + 5000);
-    p.tick(T0 + 4600 + 3600);
+    p.tick(T0 + 4630 + 3600);
     let s = p.stats();
-    assert_eq!((s.examples, s.positives), (10, 1), "{s:?}");
+    assert_eq!(s.examples, taken as u64, "{s:?}");
+    assert!((1..=4).contains(&s.positives), "{s:?}");
 }
