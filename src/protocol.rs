@@ -134,9 +134,41 @@ pub struct StatusResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub emergency_reason: Option<String>,
     pub metrics: StatusMetrics,
+    /// The predictor in use and, for one that trains, how far it is.
+    #[serde(default)]
+    pub predictor: PredictorStatus,
     /// Live instances, when several coordinate through Redis.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instances: Vec<InstanceStatus>,
+}
+
+/// The `predictor` object of `GET /warm/status` (the same figures as the
+/// `warming_predictor_*` metrics). Fields other than `name` are present
+/// only for a predictor that keeps them (the learned one).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PredictorStatus {
+    /// `heuristic`, `frequency` or `learned` (`WARMING_PREDICTOR`).
+    pub name: String,
+    /// Keys with per-key state (at most `WARMING_LEARNED_MAX_KEYS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracked_keys: Option<usize>,
+    /// Labelled examples the online model has trained on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub examples: Option<u64>,
+    /// Of those, the keys read within the horizon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positive_examples: Option<u64>,
+    /// Snapshots waiting for their label (one horizon after they were taken).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_examples: Option<usize>,
+    /// Whether the model has trained on enough examples for its
+    /// probabilities to be cut (`WARMING_LEARNED_TRAINED_MIN_PROBABILITY`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trained: Option<bool>,
+    /// Running log-loss of the online model on each example before it
+    /// trained on it (lower is better; 0.693 = a coin toss).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_loss: Option<f64>,
 }
 
 /// One live instance of a cluster in `GET /warm/status`.

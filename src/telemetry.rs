@@ -39,6 +39,12 @@ pub mod names {
     pub const FAILURES_BY_REASON: &str = "warming_failures_by_reason_total";
     pub const ACCESS_LOG_WRITTEN_TOTAL: &str = "warming_access_log_written_total";
     pub const ACCESS_LOG_DROPPED_TOTAL: &str = "warming_access_log_dropped_total";
+    pub const PREDICTOR_TRACKED_KEYS: &str = "warming_predictor_tracked_keys";
+    pub const PREDICTOR_EXAMPLES: &str = "warming_predictor_examples";
+    pub const PREDICTOR_POSITIVE_EXAMPLES: &str = "warming_predictor_positive_examples";
+    pub const PREDICTOR_PENDING_EXAMPLES: &str = "warming_predictor_pending_examples";
+    pub const PREDICTOR_TRAINED: &str = "warming_predictor_trained";
+    pub const PREDICTOR_LOG_LOSS: &str = "warming_predictor_log_loss";
 }
 
 const META: Metadata<'static> = Metadata::new("warming", Level::INFO, Some(module_path!()));
@@ -64,8 +70,38 @@ pub struct Telemetry {
     emergency_active: Gauge,
     events_dropped: Counter,
     access_log: crate::access::log::LogCounters,
+    /// `warming_predictor_*`, in the order of [`PREDICTOR_GAUGES`].
+    predictor: [Gauge; 6],
     mirror: Mirror,
 }
+
+/// The predictor's gauges: name and help.
+const PREDICTOR_GAUGES: [(&str, &str); 6] = [
+    (
+        names::PREDICTOR_TRACKED_KEYS,
+        "Keys the learned predictor keeps state for (0 for other predictors)",
+    ),
+    (
+        names::PREDICTOR_EXAMPLES,
+        "Labelled examples the learned predictor's online model trained on",
+    ),
+    (
+        names::PREDICTOR_POSITIVE_EXAMPLES,
+        "Of those, keys read within the label horizon",
+    ),
+    (
+        names::PREDICTOR_PENDING_EXAMPLES,
+        "Training snapshots waiting for their label",
+    ),
+    (
+        names::PREDICTOR_TRAINED,
+        "1 once the learned model has trained enough for its probability cut to apply",
+    ),
+    (
+        names::PREDICTOR_LOG_LOSS,
+        "Running log-loss of the learned model on examples before training on them",
+    ),
+];
 
 #[derive(Default)]
 struct Mirror {
@@ -187,6 +223,12 @@ impl Telemetry {
                 "Accesses the access log dropped because the disk fell behind",
             ),
         };
+        let predictor = PREDICTOR_GAUGES.map(|(name, help)| {
+            recorder.describe_gauge(name.into(), None, help.into());
+            let g = recorder.register_gauge(&Key::from_name(name), &META);
+            g.set(0.0);
+            g
+        });
         // Make every series visible from the first scrape.
         for c in jobs_by_strategy
             .iter()
@@ -233,6 +275,7 @@ impl Telemetry {
             emergency_active,
             events_dropped,
             access_log,
+            predictor,
             mirror: Mirror::default(),
         }
     }
@@ -357,6 +400,22 @@ impl Telemetry {
     /// Sets the dropped-events counter to the publisher's running total.
     pub fn events_dropped(&self, total: u64) {
         self.events_dropped.absolute(total);
+    }
+
+    /// Sets the `warming_predictor_*` gauges to `status` (0 for a figure
+    /// the predictor does not keep).
+    pub fn predictor(&self, status: &crate::protocol::PredictorStatus) {
+        let values = [
+            status.tracked_keys.map(|n| n as f64),
+            status.examples.map(|n| n as f64),
+            status.positive_examples.map(|n| n as f64),
+            status.pending_examples.map(|n| n as f64),
+            status.trained.map(|t| f64::from(u8::from(t))),
+            status.log_loss,
+        ];
+        for (g, v) in self.predictor.iter().zip(values) {
+            g.set(v.unwrap_or(0.0));
+        }
     }
 
     /// The `metrics` object of `GET /warm/status`.

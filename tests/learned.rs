@@ -47,6 +47,26 @@ async fn learned_is_selected_by_configuration_and_warms_expiring_keys() {
     let (status, body) = srv.post("/warm/access", json!({"events": events})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["recorded"], 14);
+    // Status and metrics say which predictor runs and how far it trained.
+    let (_, st) = srv.get("/warm/status").await;
+    let p = &st["predictor"];
+    assert_eq!(
+        (
+            &p["name"],
+            &p["tracked_keys"],
+            &p["examples"],
+            &p["trained"]
+        ),
+        (&json!("learned"), &json!(4), &json!(0), &json!(false)),
+        "{st}"
+    );
+    assert!(
+        p.get("log_loss").is_none(),
+        "no loss before an example: {st}"
+    );
+    let text = srv.metrics().await;
+    assert!(text.contains("warming_predictor_tracked_keys 4"), "{text}");
+    assert!(text.contains("warming_predictor_trained 0"), "{text}");
 
     let (status, body) = srv
         .post("/warm/trigger-predictive", json!({"limit": 10}))
@@ -74,6 +94,13 @@ async fn learned_is_selected_by_configuration_and_warms_expiring_keys() {
         .post("/warm/config", json!({"predictor": "heuristic"}))
         .await;
     assert_eq!(status, StatusCode::OK);
+    let (_, st) = srv.get("/warm/status").await;
+    assert_eq!(st["predictor"], json!({"name": "heuristic"}), "{st}");
+    assert!(
+        srv.metrics()
+            .await
+            .contains("warming_predictor_tracked_keys 0")
+    );
     let (status, _) = srv
         .post("/warm/config", json!({"predictor": "learned-v2"}))
         .await;

@@ -56,6 +56,14 @@ pub trait Predictor: Send + Sync {
     }
     /// The service's `default_ttl` changed at run time (`POST /warm/config`).
     fn ttl_changed(&self, _ttl: Duration) {}
+    /// What `GET /warm/status` and the `warming_predictor_*` metrics show:
+    /// the name, and the training figures of a predictor that trains.
+    fn status(&self) -> crate::protocol::PredictorStatus {
+        crate::protocol::PredictorStatus {
+            name: self.name().to_string(),
+            ..Default::default()
+        }
+    }
     /// Up to `limit` keys, best first.
     fn predict(
         &self,

@@ -922,6 +922,7 @@ impl Engine {
             emergency_stop: stop.is_some(),
             emergency_reason: stop.map(|s| s.reason),
             metrics: self.telemetry.snapshot(),
+            predictor: self.predictor_status(),
             instances: Vec::new(),
         };
         if let Some(c) = &self.cluster {
@@ -1070,7 +1071,16 @@ impl Engine {
 
     pub fn metrics_text(&self) -> String {
         self.telemetry.queue_length(self.queue.len());
+        self.predictor_status();
         self.telemetry.render()
+    }
+
+    /// The predictor's figures for `GET /warm/status`, also set in the
+    /// `warming_predictor_*` gauges so that both agree.
+    pub fn predictor_status(&self) -> crate::protocol::PredictorStatus {
+        let status = self.predictor.load().status();
+        self.telemetry.predictor(&status);
+        status
     }
 
     /// Whether the cache answers and the service takes work.

@@ -796,6 +796,19 @@ impl Predictor for LearnedPredictor {
         }
     }
 
+    fn status(&self) -> crate::protocol::PredictorStatus {
+        let s = self.stats();
+        crate::protocol::PredictorStatus {
+            name: NAME.to_string(),
+            tracked_keys: Some(s.keys),
+            examples: Some(s.examples),
+            positive_examples: Some(s.positives),
+            pending_examples: Some(s.pending),
+            trained: Some(s.examples >= self.cfg.trained_after),
+            log_loss: (s.examples > 0).then_some(s.running_loss),
+        }
+    }
+
     fn tracks_writes(&self) -> bool {
         true
     }

@@ -461,11 +461,18 @@ fn the_trained_minimum_waits_for_labels() {
         20,
         "untrained: the prior's scores are not cut"
     );
+    assert_eq!(p.status().trained, Some(false));
     // Snapshots every 10 s, labelled 60 s later.
     for t in (0..=200).step_by(10) {
         p.tick(T0 + t);
     }
     assert!(p.stats().examples >= 5, "{:?}", p.stats());
+    let st = p.status();
+    assert_eq!(
+        (st.trained, st.examples),
+        (Some(true), Some(p.stats().examples))
+    );
+    assert!(st.log_loss.is_some_and(f64::is_finite), "{st:?}");
     assert!(
         p.predict(&tracker, T0 + 201, window, 100).is_empty(),
         "trained: keys under 0.99 are cut"
