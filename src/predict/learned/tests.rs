@@ -571,3 +571,48 @@ fn sparse_candidates_are_all_snapshotted() {
     assert_eq!(s.examples, taken as u64, "{s:?}");
     assert!((1..=4).contains(&s.positives), "{s:?}");
 }
+
+/// Equal scores are ordered by key, whatever the order the keys are
+/// stored in, and the `limit` best are the same keys a full sort would
+/// keep: 60 keys with the same history score alike, 10 more score higher.
+#[test]
+fn top_orders_ties_by_key_and_keeps_the_best() {
+    let p = LearnedPredictor::new(small(1000));
+    let tracker = AccessTracker::new(10, Duration::from_secs(900));
+    let window = Duration::from_secs(300);
+    for i in (0..60).rev() {
+        p.observe(&format!("tie:{i:02}"), T0);
+    }
+    for i in 0..10 {
+        for t in 0..5 {
+            p.observe(&format!("hot:{i}"), T0 + 60 * t);
+        }
+    }
+    let now = T0 + 300;
+    let got: Vec<(String, f64)> = p
+        .rank(&tracker, now, window, 15)
+        .into_iter()
+        .map(|x| (x.key, x.score))
+        .collect();
+    assert_eq!(got.len(), 15);
+    assert!(
+        got[..10].iter().all(|(k, _)| k.starts_with("hot:")),
+        "{got:?}"
+    );
+    assert!(
+        got.windows(2).all(|w| w[0].1 >= w[1].1),
+        "best first: {got:?}"
+    );
+    let ties: Vec<&str> = got[10..].iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(ties, ["tie:00", "tie:01", "tie:02", "tie:03", "tie:04"]);
+    // Asking for every key gives the same order as sorting them all.
+    let all = p.rank(&tracker, now, window, 1000);
+    assert_eq!(all.len(), 70);
+    let mut sorted = all.clone();
+    sorted.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.key.cmp(&b.key)));
+    assert_eq!(all, sorted);
+    assert_eq!(
+        all[..15].iter().map(|x| &x.key).collect::<Vec<_>>(),
+        got.iter().map(|(k, _)| k).collect::<Vec<_>>()
+    );
+}
