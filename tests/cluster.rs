@@ -815,16 +815,8 @@ async fn a_stopped_instance_hands_its_claims_to_the_next_at_once() {
     // Nothing is left claimed by the instance that left.
     let mut conn = support::redis::connect(REDIS).await;
     for band in ["high", "mid", "low"] {
-        let pending: Vec<redis::Value> = redis::cmd("XPENDING")
-            .arg(format!("warming:{{{}}}:queue:{band}", env.ns))
-            .arg("warmers")
-            .arg("-")
-            .arg("+")
-            .arg(100)
-            .arg("instance-0")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let stream = format!("warming:{{{}}}:queue:{band}", env.ns);
+        let pending = support::redis::claimed_by(&mut conn, &stream, "instance-0").await;
         assert!(pending.is_empty(), "{band}: still claimed {pending:?}");
     }
 

@@ -138,16 +138,7 @@ async fn hand_back_all_returns_every_claim_even_unseen_ones() {
 
     assert_eq!(q1.hand_back_all("i1").await.unwrap(), 4);
     for band in Band::ALL {
-        let pending: Vec<redis::Value> = redis::cmd("XPENDING")
-            .arg(q1.stream_key(band))
-            .arg("warmers")
-            .arg("-")
-            .arg("+")
-            .arg(10)
-            .arg("i1")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let pending = support::redis::claimed_by(&mut conn, q1.stream_key(band), "i1").await;
         assert!(pending.is_empty(), "{band:?}: {pending:?}");
     }
     assert!(

@@ -193,8 +193,11 @@ end
 return false
 ";
 
-/// KEYS: stream, pending. ARGV: group, id, key. 1 when this call acked it.
-const ACK_LUA: &str = r"
+/// The ack of `ACK_LUA` and `ACK_IF_RECORDED_LUA` (a macro so that both
+/// scripts are literals).
+macro_rules! ack_lua {
+    () => {
+        r"
 local n = redis.pcall('XACK', KEYS[1], ARGV[1], ARGV[2])
 if type(n) ~= 'number' then return 0 end
 if n == 1 then
@@ -202,26 +205,26 @@ if n == 1 then
   redis.call('SREM', KEYS[2], ARGV[3])
 end
 return n
-";
+"
+    };
+}
+
+/// KEYS: stream, pending. ARGV: group, id, key. 1 when this call acked it.
+const ACK_LUA: &str = ack_lua!();
 
 /// KEYS: stream, pending, the job's hash. ARGV: group, id, key. `ACK_LUA`,
 /// but only once the job no longer shows the key queued or in flight (its
 /// outcome is recorded, or the job is gone): an ack sent in the same
 /// pipeline as the outcome never runs without it. Returns -1 when the
 /// outcome is not recorded, else as `ACK_LUA`.
-const ACK_IF_RECORDED_LUA: &str = r#"
+const ACK_IF_RECORDED_LUA: &str = concat!(
+    r#"
 local v = redis.call('HGET', KEYS[3], ARGV[3])
 if v and (string.find(v, '"status":"queued"', 1, true) or string.find(v, '"status":"in_flight"', 1, true)) then
   return -1
-end
-local n = redis.pcall('XACK', KEYS[1], ARGV[1], ARGV[2])
-if type(n) ~= 'number' then return 0 end
-if n == 1 then
-  redis.call('XDEL', KEYS[1], ARGV[2])
-  redis.call('SREM', KEYS[2], ARGV[3])
-end
-return n
-"#;
+end"#,
+    ack_lua!()
+);
 
 /// KEYS: stream. ARGV: group, id, then the fields. Re-adds at the tail.
 const HAND_BACK_LUA: &str = r"

@@ -54,6 +54,26 @@ pub async fn delete_matching(conn: &mut impl ConnectionLike, pattern: &str) {
     }
 }
 
+/// The entries of stream `stream` (consumer group `warmers`) that
+/// `consumer` has claimed and not acked: `XPENDING` with a consumer, at
+/// most 100.
+pub async fn claimed_by(
+    conn: &mut impl ConnectionLike,
+    stream: &str,
+    consumer: &str,
+) -> Vec<redis::Value> {
+    redis::cmd("XPENDING")
+        .arg(stream)
+        .arg("warmers")
+        .arg("-")
+        .arg("+")
+        .arg(100)
+        .arg(consumer)
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
 /// A `redis-server` of the test's own on a free port (never the shared one
 /// on 6379), for tests that take the cache away and bring it back. Killed
 /// when dropped.
