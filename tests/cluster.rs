@@ -295,6 +295,9 @@ async fn the_origin_rate_limit_holds_for_the_whole_cluster() {
     let http = reqwest::Client::new();
     let nodes = start(&env, 3, &http).await;
     let keys: Vec<String> = (0..160).map(|i| format!("rate:{i}")).collect();
+    // The origin stamps requests in this process: its wake-up lateness
+    // (a proxy for the machine's, which the instances share) bunches them.
+    let probe = support::lateness::LatenessProbe::start();
     let r = post(
         &http,
         format!("{}/warm/key", nodes[0].base),
@@ -308,6 +311,7 @@ async fn the_origin_rate_limit_holds_for_the_whole_cluster() {
         Duration::from_secs(60),
     )
     .await;
+    let lateness = probe.stop().await;
     let times = origin.request_times();
     assert_eq!(times.len(), 160);
     let span = times.last().unwrap().duration_since(times[0]).as_secs_f64();
@@ -318,7 +322,11 @@ async fn the_origin_rate_limit_holds_for_the_whole_cluster() {
         "origin saw {rate:.1} req/s with a cluster limit of 40"
     );
     let busiest = origin.busiest_second();
-    assert!(busiest <= 42, "{busiest} requests within one second");
+    let slack = support::lateness::slack(40, lateness);
+    assert!(
+        busiest <= 42 + slack,
+        "{busiest} requests within one second (slack {slack} for wake-ups up to {lateness:?} late)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -540,18 +540,7 @@ async fn run_limiters(
     }
     let grants = Arc::new(parking_lot::Mutex::new(Vec::new()));
     let deadline = Instant::now() + run;
-    // How late this process wakes its tasks during the run: grants are
-    // stamped when their task runs again, so a starved scheduler (another
-    // build on the other core) bunches them by that much.
-    let lateness = tokio::spawn(async move {
-        let mut worst = Duration::ZERO;
-        while Instant::now() < deadline {
-            let asked = Instant::now() + Duration::from_millis(1);
-            tokio::time::sleep_until(asked.into()).await;
-            worst = worst.max(Instant::now().saturating_duration_since(asked));
-        }
-        worst
-    });
+    let probe = support::lateness::LatenessProbe::start();
     let mut tasks = Vec::new();
     for limiter in &limiters {
         for _ in 0..per_instance {
@@ -572,7 +561,7 @@ async fn run_limiters(
     LimiterRun {
         grants,
         limiters,
-        lateness: lateness.await.unwrap(),
+        lateness: probe.stop().await,
     }
 }
 
@@ -588,7 +577,7 @@ impl LimiterRun {
     /// Grants a one-second window may hold beyond `rps` because the test
     /// stamped them late: those due up to `lateness` before the window.
     fn scheduling_slack(&self, rps: u32) -> usize {
-        (f64::from(rps) * self.lateness.as_secs_f64()).ceil() as usize
+        support::lateness::slack(rps, self.lateness)
     }
 }
 

@@ -33,11 +33,13 @@ async fn rate_limit_holds_including_retries() {
     s.tunables.max_origin_rps = 15;
     s.tunables.concurrent_warmers = 20;
     let srv = TestServer::start(s).await;
+    let probe = support::lateness::LatenessProbe::start();
     let keys: Vec<String> = (0..40).map(|i| format!("rl:{i}")).collect();
     let (_, body) = srv.post("/warm/key", json!({"keys": keys})).await;
     let job = srv
         .wait_job(body["job_id"].as_str().unwrap(), Duration::from_secs(20))
         .await;
+    let lateness = probe.stop().await;
     assert_eq!(job["succeeded"], 40, "{job}");
     let times = origin.request_times();
     assert_eq!(times.len(), 48);
@@ -47,9 +49,14 @@ async fn rate_limit_holds_including_retries() {
         rate <= 15.0 * 1.05,
         "origin saw {rate:.2} req/s with a limit of 15"
     );
-    // Over every 1 s window, at most limit + 1 requests.
+    // Over every 1 s window, at most limit + 1 requests (plus those this
+    // process stamped late, if its scheduler was starved).
     let busiest = origin.busiest_second();
-    assert!(busiest <= 16, "{busiest} requests within 1 s");
+    let slack = support::lateness::slack(15, lateness);
+    assert!(
+        busiest <= 16 + slack,
+        "{busiest} requests within 1 s (slack {slack} for wake-ups up to {lateness:?} late)"
+    );
     let (_, st) = srv.get("/warm/status").await;
     assert!(
         st["metrics"]["rate_limit_hits"].as_u64().unwrap() > 0,

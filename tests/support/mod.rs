@@ -5,6 +5,7 @@
 //! unused helpers are allowed here rather than warned about in every binary.
 #![allow(dead_code)]
 
+pub mod lateness;
 pub mod origin;
 pub mod redis;
 pub mod redis_cluster;
