@@ -33,8 +33,8 @@ const GAP_WEIGHT: f32 = 0.3;
 
 /// Slots of the hour-of-day profile (3 hours each, UTC).
 pub const HOD_SLOTS: usize = 8;
-const DAY: u64 = 86_400;
-const WEEK: u64 = 7 * DAY;
+pub(super) const DAY: u64 = 86_400;
+pub(super) const WEEK: u64 = 7 * DAY;
 
 /// Names of the features, in vector order. Units and definitions:
 ///
@@ -105,7 +105,7 @@ pub struct KeyState {
     pub value_reads: u8,
 }
 
-fn decay(c: f32, dt: f32, half_life: f32) -> f32 {
+pub(super) fn decay(c: f32, dt: f32, half_life: f32) -> f32 {
     if dt <= 0.0 {
         c
     } else {
@@ -118,19 +118,30 @@ fn decay(c: f32, dt: f32, half_life: f32) -> f32 {
 /// on [0, 1). Feature extraction runs for every tracked key at every
 /// prediction, so the libm calls are worth avoiding.
 pub fn exp2_neg(y: f32) -> f32 {
-    let x = -y;
-    if x.is_nan() || x < -126.0 {
+    if y.is_nan() || y > 126.0 {
         return 0.0;
     }
-    let i = x.floor();
-    let f = x - i;
+    exp2_neg_in_range(y)
+}
+
+/// [`exp2_neg`] for `y` in `[0, 126]`, without branches, so that a loop of
+/// it over many keys runs several per instruction (`block`).
+#[inline(always)]
+pub(super) fn exp2_neg_in_range(y: f32) -> f32 {
+    let x = -y;
+    // floor(x) for x in [-126, 0] without `f32::floor`, a libm call on
+    // baseline x86-64 (no SSE4.1): truncation, one less when it rounded up.
+    let t = x as i32;
+    let i = t - i32::from(t as f32 > x);
+    let f = x - i as f32;
     let p = 1.0 + f * (0.693_018_7 + f * (0.241_404_4 + f * (0.052_074_71 + f * 0.013_493_01)));
-    f32::from_bits(((i as i32 + 127) as u32) << 23) * p
+    f32::from_bits(((i + 127) as u32) << 23) * p
 }
 
 /// `ln(1 + x)` for `x >= 0`, absolute error below 1e-4: the exponent bits
 /// of `1 + x` plus a least-squares fit `t * P4(t)` of
 /// `log2(1 + t)`, `t` = mantissa - 1 in [0, 1).
+#[inline(always)]
 pub fn ln_1p(x: f32) -> f32 {
     let v = 1.0 + x.max(0.0);
     let bits = v.to_bits();
@@ -152,11 +163,11 @@ fn bump(profile: &mut [u8], slot: usize) {
     profile[slot] += 1;
 }
 
-fn hod_slot(unix: u64) -> usize {
+pub(super) fn hod_slot(unix: u64) -> usize {
     ((unix % DAY) / (DAY / HOD_SLOTS as u64)) as usize
 }
 
-fn dow_slot(unix: u64) -> usize {
+pub(super) fn dow_slot(unix: u64) -> usize {
     ((unix / DAY) % 7) as usize
 }
 
@@ -285,6 +296,13 @@ impl PrefixTable {
         ]
     }
 
+    /// The stored counts of `hash`'s slot and when they were last updated
+    /// (relative), undecayed: [`PrefixTable::counts`] decays them to a time.
+    pub(super) fn raw(&self, hash: u64) -> ([f32; 2], u32) {
+        let s = &self.slots[self.slot(hash)];
+        (s.counts, s.last)
+    }
+
     /// Bytes of the table.
     pub fn bytes(&self) -> usize {
         std::mem::size_of_val(&*self.slots)
@@ -336,7 +354,7 @@ pub struct Context {
     pub horizon_secs: u32,
 }
 
-fn lift(profile: &[u8], slot: usize) -> f32 {
+pub(super) fn lift(profile: &[u8], slot: usize) -> f32 {
     let total: u32 = profile.iter().map(|&c| u32::from(c)).sum();
     if total == 0 {
         return 0.0;

@@ -71,6 +71,7 @@
 //! - `WARMING_LEARNED_TRAINED_MIN_PROBABILITY`: lowest score of the online
 //!   model predicted once it has trained on 500 labels (0.5).
 
+pub mod block;
 pub mod features;
 pub mod model;
 #[cfg(feature = "onnx")]
@@ -85,8 +86,9 @@ use foldhash::fast::FixedState;
 use hashbrown::HashTable;
 use parking_lot::{Mutex, RwLock};
 
+use self::block::{BLOCK, Block, Pass};
 use self::features::{Context, Features, KeyState, PrefixTable, features, prefix_of};
-use self::model::Logistic;
+use self::model::{Logistic, sigmoid};
 use super::{HeuristicPredictor, Prediction, Predictor, Write};
 use crate::access::AccessTracker;
 
@@ -939,21 +941,39 @@ impl LearnedPredictor {
         let prefixes: Vec<_> = self.prefixes.iter().map(|p| p.lock()).collect();
         let mut scored = std::mem::take(&mut *self.scratch.lock());
         scored.clear();
+        let pass = Pass::new(ctx);
+        let mut block = Block::default();
         for (si, shard) in self.shards.iter().enumerate() {
             let s = shard.lock();
             match &self.scorer {
                 Scorer::Online => {
+                    // In blocks of keys (`block`): the same figures as
+                    // `model.probability(&features(..))`, several keys per
+                    // instruction.
+                    let mut at = [0usize; BLOCK];
+                    let mut flush = |block: &mut Block, at: &[usize; BLOCK]| {
+                        let z = block.logits(&model, &pass);
+                        for (&i, &z) in at.iter().zip(&z).take(block.len()) {
+                            let prob = sigmoid(z);
+                            if prob >= min_online {
+                                scored.push(Scored::new(prob, si, i, s.entries[i].hash));
+                            }
+                        }
+                        block.clear();
+                    };
                     for (i, e) in s.entries.iter().enumerate() {
                         if !kept(e) {
                             continue;
                         }
-                        let p = prefixes[self.prefix_shard(e.prefix_hash)]
-                            .counts(e.prefix_hash, ctx.now_rel);
-                        let x = features(&e.state, p, &ctx);
-                        let prob = model.probability(&x);
-                        if prob >= min_online {
-                            scored.push(Scored::new(prob, si, i, e.hash));
+                        at[block.len()] = i;
+                        let raw = prefixes[self.prefix_shard(e.prefix_hash)].raw(e.prefix_hash);
+                        block.push(&e.state, raw, &pass);
+                        if block.is_full() {
+                            flush(&mut block, &at);
                         }
+                    }
+                    if !block.is_empty() {
+                        flush(&mut block, &at);
                     }
                 }
                 #[cfg(feature = "onnx")]
@@ -1013,7 +1033,7 @@ impl LearnedPredictor {
         let out = scored
             .iter()
             .map(|c| Prediction {
-                key: entry(c).key.to_string(),
+                key: String::from(entry(c).key.as_str()),
                 score: f64::from(c.score),
             })
             .collect();

@@ -47,7 +47,7 @@ const PRIOR: [f32; NUM_FEATURES] = [
 ];
 const PRIOR_BIAS: f32 = -1.5;
 
-fn sigmoid(z: f32) -> f32 {
+pub(super) fn sigmoid(z: f32) -> f32 {
     1.0 / (1.0 + (-z).exp())
 }
 
