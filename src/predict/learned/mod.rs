@@ -951,30 +951,39 @@ impl LearnedPredictor {
                     // `model.probability(&features(..))`, several keys per
                     // instruction.
                     let mut at = [0usize; BLOCK];
-                    let mut flush = |block: &mut Block, at: &[usize; BLOCK]| {
-                        let z = block.logits(&model, &pass);
-                        for (&i, &z) in at.iter().zip(&z).take(block.len()) {
-                            let prob = sigmoid(z);
-                            if prob >= min_online {
-                                scored.push(Scored::new(prob, si, i, s.entries[i].hash));
-                            }
+                    let mut n = 0;
+                    let mut score = |at: &[usize]| {
+                        // The prefix slots first, all at once: they are
+                        // scattered over the prefix table, and loads that
+                        // do not wait on each other overlap their misses.
+                        let mut raw = [([0.0f32; 2], 0u32); BLOCK];
+                        for (r, &i) in raw.iter_mut().zip(at) {
+                            let h = s.entries[i].prefix_hash;
+                            *r = prefixes[self.prefix_shard(h)].raw(h);
                         }
                         block.clear();
+                        for (r, &i) in raw.iter().zip(at) {
+                            block.push(&s.entries[i].state, *r, &pass);
+                        }
+                        let z = block.logits(&model, &pass);
+                        for (&i, &z) in at.iter().zip(&z) {
+                            let prob = sigmoid(z);
+                            if prob >= min_online {
+                                scored.push(Scored::new(prob, si, i, &s.entries[i]));
+                            }
+                        }
                     };
                     for (i, e) in s.entries.iter().enumerate() {
-                        if !kept(e) {
-                            continue;
-                        }
-                        at[block.len()] = i;
-                        let raw = prefixes[self.prefix_shard(e.prefix_hash)].raw(e.prefix_hash);
-                        block.push(&e.state, raw, &pass);
-                        if block.is_full() {
-                            flush(&mut block, &at);
+                        if kept(e) {
+                            at[n] = i;
+                            n += 1;
+                            if n == BLOCK {
+                                score(&at);
+                                n = 0;
+                            }
                         }
                     }
-                    if !block.is_empty() {
-                        flush(&mut block, &at);
-                    }
+                    score(&at[..n]);
                 }
                 #[cfg(feature = "onnx")]
                 Scorer::Onnx(m) => {
@@ -995,7 +1004,7 @@ impl LearnedPredictor {
                         Ok(()) => {
                             for (&i, sc) in kept.iter().zip(&scores) {
                                 if *sc >= min_offline {
-                                    scored.push(Scored::new(*sc, si, i, s.entries[i].hash));
+                                    scored.push(Scored::new(*sc, si, i, &s.entries[i]));
                                 }
                             }
                         }
@@ -1023,6 +1032,7 @@ impl LearnedPredictor {
         let order = |a: &Scored, b: &Scored| {
             b.score
                 .total_cmp(&a.score)
+                .then(a.lead.cmp(&b.lead))
                 .then_with(|| entry(a).key.cmp(&entry(b).key))
         };
         if scored.len() > limit {
@@ -1051,18 +1061,34 @@ struct Scored {
     shard: u32,
     index: u32,
     hash: u64,
+    /// The key's first 8 bytes, big-endian, zero-padded: ties of score are
+    /// ordered by key, and comparing these first settles most of them
+    /// without reaching for the keys.
+    lead: u64,
 }
 
 impl Scored {
-    fn new(score: f32, shard: usize, index: usize, hash: u64) -> Self {
+    fn new(score: f32, shard: usize, index: usize, e: &Entry) -> Self {
         Scored {
             // NaN (a broken offline model) ranks as 0, as the bounded heap did.
             score: if score.is_nan() { 0.0 } else { score },
             shard: shard as u32,
             index: index as u32,
-            hash,
+            hash: e.hash,
+            lead: key_lead(&e.key),
         }
     }
+}
+
+/// The first 8 bytes of `key`, zero-padded, as a big-endian number: two
+/// keys whose leads differ compare as their leads do (a shorter key that
+/// is a prefix of the other pads with the smallest byte).
+fn key_lead(key: &str) -> u64 {
+    let b = key.as_bytes();
+    let mut lead = [0u8; 8];
+    let n = b.len().min(8);
+    lead[..n].copy_from_slice(&b[..n]);
+    u64::from_be_bytes(lead)
 }
 
 #[cfg(test)]

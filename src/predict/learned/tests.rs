@@ -616,3 +616,15 @@ fn top_orders_ties_by_key_and_keeps_the_best() {
         got.iter().map(|(k, _)| k).collect::<Vec<_>>()
     );
 }
+
+proptest::proptest! {
+    /// Keys whose 8-byte leads differ order as their leads do, so that
+    /// `top` may compare leads before keys.
+    #[test]
+    fn key_leads_order_as_keys(a in "[\\x00-\\x03a-c\u{e9}]{0,11}", b in "[\\x00-\\x03a-c\u{e9}]{0,11}") {
+        let (la, lb) = (super::key_lead(&a), super::key_lead(&b));
+        if la != lb {
+            proptest::prop_assert_eq!(la.cmp(&lb), a.cmp(&b), "{:?} {:?}", a, b);
+        }
+    }
+}
