@@ -10,8 +10,8 @@
 //! [`features`]: super::features::features
 
 use super::features::{
-    Context, DAY, HALF_LIVES, KeyState, PREFIX_HALF_LIVES, WEEK, dow_slot, exp2_neg_in_range,
-    hod_slot, lift, ln_1p,
+    Context, DAY, HALF_LIVES, HOD_SLOTS, KeyState, PREFIX_HALF_LIVES, WEEK, dow_slot,
+    exp2_neg_in_range, hod_slot, ln_1p,
 };
 use super::model::Logistic;
 
@@ -33,8 +33,12 @@ pub struct Block {
     spread: Col,
     gap_mean: Col,
     gap_var: Col,
+    /// The key's accesses in the target's hour-of-day slot, and in all.
     hod: Col,
+    hod_total: Col,
+    /// The same per day of week.
     dow: Col,
+    dow_total: Col,
     prefix: [Col; 2],
     prefix_dt: Col,
     /// Reads of the current value, 0 once it lived out.
@@ -54,7 +58,9 @@ impl Default for Block {
             gap_mean: [0.0; BLOCK],
             gap_var: [0.0; BLOCK],
             hod: [0.0; BLOCK],
+            hod_total: [0.0; BLOCK],
             dow: [0.0; BLOCK],
+            dow_total: [0.0; BLOCK],
             prefix: [[0.0; BLOCK]; 2],
             prefix_dt: [0.0; BLOCK],
             value_reads: [0.0; BLOCK],
@@ -115,8 +121,10 @@ impl Block {
         self.spread[l] = if s.count >= 3 { 1.0 } else { 0.0 };
         self.gap_mean[l] = s.gap_mean;
         self.gap_var[l] = s.gap_var;
-        self.hod[l] = lift(&s.hod, pass.hod_slot);
-        self.dow[l] = lift(&s.dow, pass.dow_slot);
+        self.hod[l] = f32::from(s.hod[pass.hod_slot]);
+        self.hod_total[l] = s.hod.iter().map(|&c| u32::from(c)).sum::<u32>() as f32;
+        self.dow[l] = f32::from(s.dow[pass.dow_slot]);
+        self.dow_total[l] = s.dow.iter().map(|&c| u32::from(c)).sum::<u32>() as f32;
         self.prefix[0][l] = prefix.0[0];
         self.prefix[1][l] = prefix.0[1];
         self.prefix_dt[l] = now.saturating_sub(prefix.1) as f32;
@@ -183,11 +191,16 @@ impl Block {
         add(w[10], self.gaps);
         add(
             w[11],
-            column(|l| self.hod[l] * (self.age[l] / DAY as f32).min(1.0)),
+            column(|l| {
+                lift(self.hod[l], self.hod_total[l], HOD_SLOTS)
+                    * (self.age[l] / DAY as f32).min(1.0)
+            }),
         );
         add(
             w[12],
-            column(|l| self.dow[l] * (self.age[l] / WEEK as f32).min(1.0)),
+            column(|l| {
+                lift(self.dow[l], self.dow_total[l], 7) * (self.age[l] / WEEK as f32).min(1.0)
+            }),
         );
         for k in 0..2 {
             add(
@@ -217,6 +230,13 @@ fn column(f: impl Fn(usize) -> f32) -> Col {
         *c = f(l);
     }
     c
+}
+
+/// `features::lift` from the slot's count and the total, without branches.
+#[inline(always)]
+fn lift(at: f32, total: f32, slots: usize) -> f32 {
+    let l = at * slots as f32 / total - 1.0;
+    if total > 0.0 { l } else { 0.0 }
 }
 
 /// `features::decay` without branches: `c` when `dt <= 0`, else `c` halved
