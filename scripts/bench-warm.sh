@@ -29,6 +29,10 @@
 #   BENCH_NGINX_WORKERS [2]    BENCH_WRK_THREADS [2] BENCH_WRK_CONNS [64]
 #   BENCH_WRK_DURATION [10s]   BENCH_RUN_TIMEOUT [600] seconds per warm run
 #   BENCH_SKIP_BUILD [0]  BENCH_PERF [0]  BENCH_STRICT [0] exit 2 if under target
+#   BENCH_CLIENT_FLOOR [1] also fetch the keys with the service's origin client
+#                         alone (examples/origin_floor.rs: no queue, cache,
+#                         jobs or events): the most any warm run built on it
+#                         could reach here
 #   BENCH_QUIET_WAIT [0] wait up to this many seconds for 1-min load <= BENCH_QUIET_LOAD [1.0]
 #
 # Everything listens on and talks to 127.0.0.1 only. Cleans up on exit:
@@ -59,6 +63,8 @@ RUN_TIMEOUT=${BENCH_RUN_TIMEOUT:-600}
 SKIP_BUILD=${BENCH_SKIP_BUILD:-0}
 PERF=${BENCH_PERF:-0}
 STRICT=${BENCH_STRICT:-0}
+CLIENT_FLOOR=${BENCH_CLIENT_FLOOR:-1}
+FLOOR_BIN=target/release/examples/origin_floor
 TARGET_PCT=90
 PREFIX="benchwarm:"
 REDIS=(redis-cli -h 127.0.0.1 -p 6379 -n "$REDIS_DB")
@@ -97,6 +103,10 @@ if ((DB_KEYS > 0)); then
 fi
 
 build_release
+if [[ $CLIENT_FLOOR == 1 && $SKIP_BUILD != 1 ]]; then
+  log "cargo build --release --example origin_floor"
+  cargo build --release --quiet --example origin_floor
+fi
 make_work_dir warming-bench
 wait_quiet
 LOAD_START=$(loadavg)
@@ -134,6 +144,36 @@ measure_origin() { # label -> sets ORIGIN_RPS_LAST, prints a one-line summary
 ORIGIN_LINES=()
 measure_origin before
 ORIGIN_RPS=$ORIGIN_RPS_LAST
+
+# ---------------------------------------------------------------- client floor
+# The service's own origin client (reqwest, as the workers use it) fetching
+# the same keys with nothing else to do: no queue, cache write, job, event.
+FLOOR_LINES=()
+client_floor() { # http concurrency
+  local http=$1 conc=$2 url=$ORIGIN_URL n0 n1 w0 w1 out cores
+  [[ $http == http2 ]] && url="http://127.0.0.1:$ORIGIN_H2_PORT"
+  n0=$(nginx_ticks); w0=$(date +%s.%N)
+  out=$(run_bg "$FLOOR_BIN" "$url/items/{key}" "$KEYS" "$conc" "$http") || { log "origin_floor failed"; return; }
+  n1=$(nginx_ticks); w1=$(date +%s.%N)
+  cores=$(awk -v t=$((n1 - n0)) -v hz="$(getconf CLK_TCK)" -v a="$w0" -v b="$w1" \
+    'BEGIN {printf "%.2f", t / hz / (b - a)}')
+  FLOOR_LINES+=("$(python3 -c 'import json,sys
+d=json.loads(sys.argv[1]); o=float(sys.argv[2])
+print("client floor (origin client alone, %s, %s tasks): %d keys/s = %.1f%% of the origin (first wrk run); client %.2f cores, %.1f us CPU per key; nginx %s cores; %d errors"
+      % (sys.argv[3], sys.argv[4], d["keys_per_sec"], 100 * d["keys_per_sec"] / o,
+         d["cpu_seconds"] / d["seconds"], 1e6 * d["cpu_seconds"] / d["keys"], sys.argv[5], d["errors"]))' \
+    "$out" "$ORIGIN_RPS" "$http" "$conc" "$cores")")
+  log "${FLOOR_LINES[-1]}"
+}
+if [[ $CLIENT_FLOOR == 1 ]]; then
+  if [[ -x $FLOOR_BIN ]]; then
+    for http in $HTTP_VERSIONS; do
+      for conc in $CONCURRENCY; do client_floor "$http" "$conc"; done
+    done
+  else
+    log "no $FLOOR_BIN (BENCH_SKIP_BUILD=1?): client floor skipped"
+  fi
+fi
 
 # ---------------------------------------------------------------- service runs
 REDIS_PID=$(redis_server_pid)
@@ -264,6 +304,7 @@ PCT=$(awk -v a="$BEST_RATE" -v b="$ORIGIN_RPS" 'BEGIN {printf "%.1f", 100 * a / 
   echo
   echo "== warm throughput: $KEYS keys, batch $BATCH, rate limit off, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   printf '%s\n' "${ORIGIN_LINES[@]}"
+  ((${#FLOOR_LINES[@]} == 0)) || printf '%s\n' "${FLOOR_LINES[@]}"
   echo "origin capacity used for the ratio (the higher one): $ORIGIN_RPS req/s (nginx, $NGINX_WORKERS workers)"
   printf '%-9s %-7s %-6s %11s %10s %9s   %-15s  %s\n' binary cache http concurrency keys/s "of origin" "load after" "CPU cores during the run"
   for r in "${RESULTS[@]}"; do
