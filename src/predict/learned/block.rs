@@ -89,18 +89,6 @@ impl Pass {
 }
 
 impl Block {
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    pub fn is_full(&self) -> bool {
-        self.len == BLOCK
-    }
-
     pub fn clear(&mut self) {
         self.len = 0;
     }
@@ -158,35 +146,14 @@ impl Block {
         add(w[4], column(|l| ln_1p(self.dt[l] / 60.0)));
         add(w[5], column(|l| ln_1p(self.count[l])));
         add(w[6], column(|l| ln_1p(self.age[l] / 60.0)));
-        add(
-            w[7],
-            column(|l| {
-                if self.gaps[l] > 0.0 {
-                    self.gap_mean[l]
-                } else {
-                    0.0
-                }
-            }),
-        );
+        add(w[7], column(|l| when(self.gaps[l], self.gap_mean[l])));
         add(
             w[8],
-            column(|l| {
-                if self.spread[l] > 0.0 {
-                    self.gap_var[l].max(0.0).sqrt()
-                } else {
-                    0.0
-                }
-            }),
+            column(|l| when(self.spread[l], self.gap_var[l].max(0.0).sqrt())),
         );
         add(
             w[9],
-            column(|l| {
-                if self.gaps[l] > 0.0 {
-                    ln_1p(self.dt[l]) - self.gap_mean[l]
-                } else {
-                    0.0
-                }
-            }),
+            column(|l| when(self.gaps[l], ln_1p(self.dt[l]) - self.gap_mean[l])),
         );
         add(w[10], self.gaps);
         add(
@@ -230,6 +197,12 @@ fn column(f: impl Fn(usize) -> f32) -> Col {
         *c = f(l);
     }
     c
+}
+
+/// `value` where `flag` is 1, 0 where it is 0.
+#[inline(always)]
+fn when(flag: f32, value: f32) -> f32 {
+    if flag > 0.0 { value } else { 0.0 }
 }
 
 /// `features::lift` from the slot's count and the total, without branches.

@@ -354,7 +354,7 @@ pub struct Context {
     pub horizon_secs: u32,
 }
 
-pub(super) fn lift(profile: &[u8], slot: usize) -> f32 {
+fn lift(profile: &[u8], slot: usize) -> f32 {
     let total: u32 = profile.iter().map(|&c| u32::from(c)).sum();
     if total == 0 {
         return 0.0;
