@@ -1,5 +1,5 @@
 //! The origin client alone: fetches keys `k0` .. `k{N-1}` through the
-//! service's own `HttpOrigin` (the same reqwest client, pool and URL
+//! service's own `HttpOrigin` (the same pooled hyper client and URL
 //! encoding a worker uses) with `C` concurrent tasks, and nothing else: no
 //! queue, rate limiter, retries, cache write, job or event. What it reaches
 //! is the most keys per second any warm run built on this client could

@@ -146,7 +146,7 @@ measure_origin before
 ORIGIN_RPS=$ORIGIN_RPS_LAST
 
 # ---------------------------------------------------------------- client floor
-# The service's own origin client (reqwest, as the workers use it) fetching
+# The service's own origin client (HttpOrigin, as the workers use it) fetching
 # the same keys with nothing else to do: no queue, cache write, job, event.
 FLOOR_LINES=()
 client_floor() { # http concurrency

@@ -44,13 +44,31 @@
 //! too (prior knowledge, h2c), which multiplexes the concurrent fetches over
 //! one connection: fewer system calls per key than one request per
 //! connection at a time (docs/benchmarks.md has the figures).
+//!
+//! # Client
+//! hyper-util's pooled client (keep-alive, `TCP_NODELAY`, rustls with the
+//! Mozilla roots for `https://`), behind tower-http's redirect policy. The
+//! origin is reached directly: proxy variables (`HTTP_PROXY`, ...) are not
+//! read. reqwest, which wraps the same client, is not used here: its layers
+//! cost about as much CPU per fetch as the pooled request itself, and the
+//! warm path makes one fetch per key (docs/benchmarks.md, 2026-12-03 23:55).
 
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{ACCEPT, CACHE_CONTROL, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
+use http::{Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use reqwest::header::{CACHE_CONTROL, HeaderMap, RETRY_AFTER};
-use reqwest::{Client, StatusCode, Url, redirect};
+use tower::ServiceExt;
+use tower_http::follow_redirect::FollowRedirect;
+use tower_http::follow_redirect::policy::{And, Limited, PolicyExt, SameOrigin};
+use url::Url;
 
 use super::{Fetched, Origin, OriginError};
 use crate::config::OriginHttp;
@@ -68,6 +86,10 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Placeholder replaced by the encoded key.
 const PLACEHOLDER: &str = "{key}";
 
+/// Stands in for the key while the template is normalized: alphanumeric, so
+/// URL parsing leaves it as it is, and unlikely to be in a template.
+const MARKER: &str = "wArMiNgKeYmArKeR0x7f3a";
+
 /// Everything but RFC 3986 unreserved characters is encoded.
 const KEY_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
@@ -75,10 +97,18 @@ const KEY_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-/// Fetches `GET <template with {key} replaced>` through a pooled client.
+const AGENT: &str = concat!("warming/", env!("CARGO_PKG_VERSION"));
+
+type Pool = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+type Redirects = And<Limited, SameOrigin>;
+
+/// Fetches `GET <template with {key} replaced>` through a pooled client
+/// (module documentation, "Client").
 pub struct HttpOrigin {
     template: String,
-    client: Client,
+    /// The template, normalized by a URL parser once, split at `{key}`.
+    parts: Vec<String>,
+    client: FollowRedirect<Pool, Redirects>,
 }
 
 impl HttpOrigin {
@@ -90,60 +120,68 @@ impl HttpOrigin {
     /// [`HttpOrigin::new`], speaking the HTTP `version` given.
     pub fn with_version(template: &str, version: OriginHttp) -> Result<Self, OriginError> {
         let template = template.trim();
-        check_template(template)
+        let parts = check_template(template)
             .map_err(|why| OriginError::Other(format!("origin URL {template:?}: {why}")))?;
-        let builder = match version {
-            OriginHttp::Auto => Client::builder(),
-            OriginHttp::Http1 => Client::builder().http1_only(),
-            // Flow-control windows sized to the connection (not the 64 KiB
-            // stream default), so many concurrent small responses never
-            // wait for window updates.
-            OriginHttp::Http2 => Client::builder()
-                .http2_prior_knowledge()
-                .http2_adaptive_window(true),
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        let tls = HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http();
+        let connector = match version {
+            OriginHttp::Auto => tls.enable_all_versions().wrap_connector(http),
+            OriginHttp::Http1 => tls.enable_http1().wrap_connector(http),
+            OriginHttp::Http2 => tls.enable_http2().wrap_connector(http),
         };
-        let client = builder
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .tcp_nodelay(true)
-            .redirect(same_origin_redirects())
-            .user_agent(concat!("warming/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| OriginError::Other(format!("cannot build HTTP client: {e}")))?;
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new());
+        if version == OriginHttp::Http2 {
+            // Prior knowledge (h2c on http://). Flow-control windows sized
+            // to the connection (not the 64 KiB stream default), so many
+            // concurrent small responses never wait for window updates.
+            builder.http2_only(true).http2_adaptive_window(true);
+        }
+        let redirects = Limited::new(MAX_REDIRECTS)
+            .and::<_, Empty<Bytes>, hyper_util::client::legacy::Error>(SameOrigin::new());
         Ok(HttpOrigin {
             template: template.to_string(),
-            client,
+            parts,
+            client: FollowRedirect::with_policy(builder.build(connector), redirects),
         })
     }
 
     /// The URL that would be requested for `key`.
     pub fn url_for(&self, key: &str) -> Result<String, OriginError> {
-        Ok(self.url(key)?.into())
-    }
-
-    fn url(&self, key: &str) -> Result<Url, OriginError> {
         if key.is_empty() || key == "." || key == ".." {
             return Err(OriginError::InvalidKey(format!(
                 "{key:?} cannot be a URL segment"
             )));
         }
-        Url::parse(&substitute(&self.template, key))
-            .map_err(|e| OriginError::InvalidKey(e.to_string()))
+        let encoded = utf8_percent_encode(key, KEY_ENCODE).to_string();
+        Ok(self.parts.join(&encoded))
     }
-}
 
-#[async_trait]
-impl Origin for HttpOrigin {
-    async fn fetch(&self, key: &str, timeout: Duration) -> Result<Fetched, OriginError> {
-        let url = self.url(key)?;
-        // reqwest's timeout covers connecting, the response head and the body.
-        let response = self
-            .client
-            .get(url)
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(classify)?;
+    fn uri(&self, key: &str) -> Result<Uri, OriginError> {
+        Uri::try_from(self.url_for(key)?).map_err(|e| OriginError::InvalidKey(e.to_string()))
+    }
+
+    async fn get(&self, uri: Uri) -> Result<Fetched, OriginError> {
+        let request = Request::get(uri)
+            .header(USER_AGENT, HeaderValue::from_static(AGENT))
+            .header(ACCEPT, HeaderValue::from_static("*/*"))
+            .body(Empty::new())
+            .map_err(|e| OriginError::InvalidKey(e.to_string()))?;
+        let response = self.client.clone().oneshot(request).await.map_err(|e| {
+            if e.is_connect() {
+                OriginError::Connect(error_chain(&e))
+            } else {
+                OriginError::Other(error_chain(&e))
+            }
+        })?;
         let status = response.status();
         if status == StatusCode::NOT_FOUND {
             return Err(OriginError::NotFound);
@@ -155,8 +193,24 @@ impl Origin for HttpOrigin {
             });
         }
         let max_age = max_age(response.headers());
-        let body = response.bytes().await.map_err(classify)?;
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| OriginError::Other(error_chain(&e)))?
+            .to_bytes();
         Ok(Fetched { body, max_age })
+    }
+}
+
+#[async_trait]
+impl Origin for HttpOrigin {
+    async fn fetch(&self, key: &str, timeout: Duration) -> Result<Fetched, OriginError> {
+        let uri = self.uri(key)?;
+        // The timeout covers connecting, the response head and the body.
+        tokio::time::timeout(timeout, self.get(uri))
+            .await
+            .unwrap_or(Err(OriginError::Timeout))
     }
 
     fn describe(&self) -> String {
@@ -171,7 +225,10 @@ fn substitute(template: &str, key: &str) -> String {
     )
 }
 
-fn check_template(template: &str) -> Result<(), String> {
+/// Checks `template` (module documentation) and returns it normalized by
+/// the URL parser (host lower-cased, IDNA applied, dot segments removed),
+/// split where the key goes.
+fn check_template(template: &str) -> Result<Vec<String>, String> {
     if !template.contains(PLACEHOLDER) {
         return Err(format!("must contain {PLACEHOLDER}"));
     }
@@ -204,35 +261,23 @@ fn check_template(template: &str) -> Result<(), String> {
     if a.fragment() != b.fragment() {
         return Err(format!("{PLACEHOLDER} in the fragment is never sent"));
     }
-    Ok(())
-}
-
-fn same_origin_redirects() -> redirect::Policy {
-    redirect::Policy::custom(|attempt| {
-        let same = attempt.previous().first().is_some_and(|first| {
-            first.scheme() == attempt.url().scheme()
-                && first.host_str() == attempt.url().host_str()
-                && first.port_or_known_default() == attempt.url().port_or_known_default()
-        });
-        if same && attempt.previous().len() <= MAX_REDIRECTS {
-            attempt.follow()
-        } else {
-            attempt.stop()
-        }
-    })
-}
-
-fn classify(e: reqwest::Error) -> OriginError {
-    if e.is_timeout() {
-        OriginError::Timeout
-    } else if e.is_connect() {
-        OriginError::Connect(error_chain(&e))
-    } else {
-        OriginError::Other(error_chain(&e))
+    if template.contains(MARKER) {
+        return Err(format!("must not contain {MARKER:?}"));
     }
+    let normalized =
+        Url::parse(&template.replace(PLACEHOLDER, MARKER)).map_err(|e| e.to_string())?;
+    let parts: Vec<String> = normalized
+        .as_str()
+        .split(MARKER)
+        .map(str::to_string)
+        .collect();
+    if parts.len() != template.matches(PLACEHOLDER).count() + 1 {
+        return Err(format!("{PLACEHOLDER} did not survive URL normalization"));
+    }
+    Ok(parts)
 }
 
-/// reqwest's own message is terse ("error sending request"); add the causes.
+/// hyper's own message is terse ("client error (Connect)"); add the causes.
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
@@ -280,8 +325,6 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
-    use reqwest::header::HeaderValue;
-
     use super::*;
 
     fn origin(template: &str) -> HttpOrigin {
@@ -350,7 +393,7 @@ mod tests {
         );
     }
 
-    fn headers(name: reqwest::header::HeaderName, values: &[&str]) -> HeaderMap {
+    fn headers(name: http::header::HeaderName, values: &[&str]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for v in values {
             map.append(name.clone(), HeaderValue::from_str(v).unwrap());
