@@ -51,7 +51,7 @@
 //! origin is reached directly: proxy variables (`HTTP_PROXY`, ...) are not
 //! read. reqwest, which wraps the same client, is not used here: its layers
 //! cost about as much CPU per fetch as the pooled request itself, and the
-//! warm path makes one fetch per key (docs/benchmarks.md, 2026-12-03 23:55).
+//! warm path makes one fetch per key (docs/benchmarks.md, 2026-12-04 00:08 UTC).
 
 use std::time::Duration;
 
@@ -264,8 +264,10 @@ fn check_template(template: &str) -> Result<Vec<String>, String> {
     if template.contains(MARKER) {
         return Err(format!("must not contain {MARKER:?}"));
     }
-    let normalized =
+    let mut normalized =
         Url::parse(&template.replace(PLACEHOLDER, MARKER)).map_err(|e| e.to_string())?;
+    // A fragment is never sent.
+    normalized.set_fragment(None);
     let parts: Vec<String> = normalized
         .as_str()
         .split(MARKER)
@@ -274,6 +276,8 @@ fn check_template(template: &str) -> Result<Vec<String>, String> {
     if parts.len() != template.matches(PLACEHOLDER).count() + 1 {
         return Err(format!("{PLACEHOLDER} did not survive URL normalization"));
     }
+    // What the client will be handed for a key must parse as its URI too.
+    Uri::try_from(parts.join("sample-a")).map_err(|e| e.to_string())?;
     Ok(parts)
 }
 
@@ -364,6 +368,21 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn templates_are_normalized_once() {
+        let o = origin("HTTP://Example.COM:80/a/./b/../items/{key}?v=1#top");
+        assert_eq!(
+            o.url_for("k 1").unwrap(),
+            "http://example.com/a/items/k%201?v=1"
+        );
+        assert_eq!(
+            o.describe(),
+            "HTTP://Example.COM:80/a/./b/../items/{key}?v=1#top"
+        );
+        let o = origin("http://h/{key}/x/{key}");
+        assert_eq!(o.url_for("a/b").unwrap(), "http://h/a%2Fb/x/a%2Fb");
     }
 
     #[test]
