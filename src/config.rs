@@ -657,6 +657,9 @@ pub struct ServiceConfig {
     pub origin_url: Option<String>,
     /// HTTP version spoken to the origin. Default `http1`.
     pub origin_http: OriginHttp,
+    /// PEM file of CA certificates trusted for an `https://` origin besides
+    /// the Mozilla roots; `None` = those roots only.
+    pub origin_ca_file: Option<PathBuf>,
     /// `memory://` (default) or `redis://host:port/db`.
     pub cache_url: String,
     /// Prefix put before every key written to the cache. Default empty.
@@ -793,6 +796,7 @@ impl Default for ServiceConfig {
             listen: "0.0.0.0:4000".into(),
             origin_url: None,
             origin_http: OriginHttp::Http1,
+            origin_ca_file: None,
             cache_url: "memory://".into(),
             cache_prefix: String::new(),
             memory_cache_capacity: 1_000_000,
@@ -1203,6 +1207,9 @@ impl Settings {
         l.string("listen", &mut s.listen);
         l.opt_string("origin_url", &mut s.origin_url);
         l.parse("origin_http", &mut s.origin_http);
+        let mut ca_file = None;
+        l.opt_string("origin_ca_file", &mut ca_file);
+        s.origin_ca_file = ca_file.map(PathBuf::from);
         l.string("cache_url", &mut s.cache_url);
         l.string("cache_prefix", &mut s.cache_prefix);
         l.parse("memory_cache_capacity", &mut s.memory_cache_capacity);
@@ -1297,6 +1304,7 @@ pub const KNOWN_FIELDS: &[&str] = &[
     "listen",
     "origin_url",
     "origin_http",
+    "origin_ca_file",
     "cache_url",
     "cache_prefix",
     "memory_cache_capacity",
@@ -1481,6 +1489,12 @@ mod tests {
         }
         let err = Settings::load(None, &env(&[("WARMING_ORIGIN_HTTP", "http3")])).unwrap_err();
         assert_eq!(err.0[0].field, "origin_http");
+        assert_eq!(s.service.origin_ca_file, None);
+        let s = Settings::load(None, &env(&[("WARMING_ORIGIN_CA_FILE", "/etc/ca.pem")])).unwrap();
+        assert_eq!(
+            s.service.origin_ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/ca.pem"))
+        );
         assert!(
             err.0[0].message.contains("auto, http1, http2"),
             "{}",

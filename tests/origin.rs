@@ -487,3 +487,102 @@ async fn test_origin_scripts_statuses_in_order() {
     assert_eq!((server.requests(), server.requests_for("k")), (0, 0));
     assert!(server.request_times().is_empty());
 }
+
+/// An HTTPS origin whose certificate is signed by a CA of its own (as an
+/// internal service's is). Answers `tls:<path>` and records the HTTP
+/// version of each request. Returns its port and the versions seen.
+async fn start_tls_origin(
+    cert: rustls::pki_types::CertificateDer<'static>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+) -> (u16, Arc<Mutex<Vec<http::Version>>>) {
+    use http_body_util::Full;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let versions = Arc::new(Mutex::new(Vec::new()));
+    let seen = versions.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            tokio::spawn(async move {
+                // A client that refuses the certificate ends the handshake.
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |req: http::Request<_>| {
+                    seen.lock().push(req.version());
+                    let body = format!("tls:{}", req.uri().path());
+                    async move {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            bytes::Bytes::from(body),
+                        )))
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (port, versions)
+}
+
+/// `WARMING_ORIGIN_CA_FILE`: an HTTPS origin signed by a private CA is
+/// refused with the public roots alone, and fetched (HTTP/2 by ALPN with
+/// `auto`, HTTP/1.1 with `http1`) once that CA's certificate is given. A CA
+/// file that holds no certificate, or is missing, is refused at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_origin_signed_by_a_private_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "warming test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &ca, &ca_key)
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into());
+    let (port, versions) = start_tls_origin(server.der().clone(), key).await;
+    let template = format!("https://localhost:{port}/items/{{key}}");
+
+    let public_only = HttpOrigin::with_options(&template, OriginHttp::Auto, None).unwrap();
+    let err = public_only.fetch("k", TIMEOUT).await.unwrap_err();
+    assert!(matches!(err, OriginError::Connect(_)), "{err:?}");
+    assert!(versions.lock().is_empty(), "no request without trust");
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    for (setting, want) in [
+        (OriginHttp::Auto, http::Version::HTTP_2),
+        (OriginHttp::Http1, http::Version::HTTP_11),
+    ] {
+        let origin = HttpOrigin::with_options(&template, setting, Some(&ca_file)).unwrap();
+        let fetched = origin.fetch("a b/c", TIMEOUT).await.unwrap();
+        assert_eq!(fetched.body, "tls:/items/a%20b%2Fc", "{setting:?}");
+        assert_eq!(versions.lock().last(), Some(&want), "{setting:?}");
+    }
+
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    for bad in [empty, dir.path().join("missing.pem")] {
+        let err = HttpOrigin::with_options(&template, OriginHttp::Auto, Some(&bad))
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("origin CA file"), "{err}");
+    }
+}

@@ -46,13 +46,17 @@
 //! connection at a time (docs/benchmarks.md has the figures).
 //!
 //! # Client
-//! hyper-util's pooled client (keep-alive, `TCP_NODELAY`, rustls with the
-//! Mozilla roots for `https://`), behind tower-http's redirect policy. The
+//! hyper-util's pooled client (keep-alive, `TCP_NODELAY`, rustls for
+//! `https://` trusting the Mozilla roots and the CA certificates of
+//! `WARMING_ORIGIN_CA_FILE`, for an origin signed by an internal CA),
+//! behind tower-http's redirect policy. The
 //! origin is reached directly: proxy variables (`HTTP_PROXY`, ...) are not
 //! read. reqwest, which wraps the same client, is not used here: its layers
 //! cost about as much CPU per fetch as the pooled request itself, and the
 //! warm path makes one fetch per key (docs/benchmarks.md, 2026-12-04 00:08 UTC).
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -65,6 +69,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use rustls::{ClientConfig, RootCertStore};
 use tower::ServiceExt;
 use tower_http::follow_redirect::FollowRedirect;
 use tower_http::follow_redirect::policy::{And, Limited, PolicyExt, SameOrigin};
@@ -119,6 +126,16 @@ impl HttpOrigin {
 
     /// [`HttpOrigin::new`], speaking the HTTP `version` given.
     pub fn with_version(template: &str, version: OriginHttp) -> Result<Self, OriginError> {
+        Self::with_options(template, version, None)
+    }
+
+    /// [`HttpOrigin::with_version`], also trusting the CA certificates of
+    /// the PEM file `ca_file` (`WARMING_ORIGIN_CA_FILE`) for `https://`.
+    pub fn with_options(
+        template: &str,
+        version: OriginHttp,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, OriginError> {
         let template = template.trim();
         let parts = check_template(template)
             .map_err(|why| OriginError::Other(format!("origin URL {template:?}: {why}")))?;
@@ -126,7 +143,7 @@ impl HttpOrigin {
         http.enforce_http(false);
         http.set_nodelay(true);
         let tls = HttpsConnectorBuilder::new()
-            .with_webpki_roots()
+            .with_tls_config(tls_config(ca_file)?)
             .https_or_http();
         let connector = match version {
             OriginHttp::Auto => tls.enable_all_versions().wrap_connector(http),
@@ -223,6 +240,32 @@ fn substitute(template: &str, key: &str) -> String {
         PLACEHOLDER,
         &utf8_percent_encode(key, KEY_ENCODE).to_string(),
     )
+}
+
+/// TLS client settings: the Mozilla roots, plus every certificate of the
+/// PEM file `ca_file` when one is given (a file without any is refused).
+fn tls_config(ca_file: Option<&Path>) -> Result<ClientConfig, OriginError> {
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        let bad =
+            |why: String| OriginError::Other(format!("origin CA file {}: {why}", path.display()));
+        let mut added = 0;
+        for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
+            let cert = cert.map_err(|e| bad(e.to_string()))?;
+            roots.add(cert).map_err(|e| bad(e.to_string()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(bad("holds no PEM certificate".into()));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| OriginError::Other(format!("TLS settings: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// Checks `template` (module documentation) and returns it normalized by

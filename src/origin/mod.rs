@@ -88,11 +88,18 @@ pub trait Origin: Send + Sync + 'static {
     fn describe(&self) -> String;
 }
 
-/// The origin named by `origin_url` (spoken to in `version`), or the demo
+/// The origin named by `origin_url` (spoken to in `version`, trusting the
+/// CA certificates of `ca_file` besides the usual roots), or the demo
 /// origin when there is none.
-pub fn open(origin_url: Option<&str>, version: OriginHttp) -> Result<Arc<dyn Origin>, OriginError> {
+pub fn open(
+    origin_url: Option<&str>,
+    version: OriginHttp,
+    ca_file: Option<&std::path::Path>,
+) -> Result<Arc<dyn Origin>, OriginError> {
     match origin_url {
-        Some(url) => Ok(Arc::new(http::HttpOrigin::with_version(url, version)?)),
+        Some(url) => Ok(Arc::new(http::HttpOrigin::with_options(
+            url, version, ca_file,
+        )?)),
         None => Ok(Arc::new(demo::DemoOrigin::default())),
     }
 }

@@ -220,7 +220,11 @@ impl Engine {
     pub async fn start(settings: Settings) -> anyhow::Result<Arc<Engine>> {
         let Settings { tunables, service } = settings;
         let cache = cache::open(&service).await?;
-        let origin_impl = origin::open(service.origin_url.as_deref(), service.origin_http)?;
+        let origin_impl = origin::open(
+            service.origin_url.as_deref(),
+            service.origin_http,
+            service.origin_ca_file.as_deref(),
+        )?;
         let background_stop = CancellationToken::new();
         let mut events = EventBus::new(4096);
         if let Some(url) = &service.nats_url {
