@@ -46,14 +46,15 @@
 //! connection at a time (docs/benchmarks.md has the figures).
 //!
 //! # Client
-//! hyper-util's pooled client (keep-alive, `TCP_NODELAY`, rustls for
-//! `https://` trusting the Mozilla roots and the CA certificates of
-//! `WARMING_ORIGIN_CA_FILE`, for an origin signed by an internal CA),
-//! behind tower-http's redirect policy. The
-//! origin is reached directly: proxy variables (`HTTP_PROXY`, ...) are not
-//! read. reqwest, which wraps the same client, is not used here: its layers
-//! cost about as much CPU per fetch as the pooled request itself, and the
-//! warm path makes one fetch per key (docs/benchmarks.md, 2026-12-04 00:08 UTC).
+//! hyper-util's pooled client (keep-alive, `TCP_NODELAY`), behind
+//! tower-http's redirect policy. For `https://`, rustls trusts the Mozilla
+//! roots and the CA certificates of `WARMING_ORIGIN_CA_FILE` (an origin
+//! signed by an internal CA). The origin is reached directly: proxy
+//! variables (`HTTP_PROXY`, ...) are not read.
+//!
+//! reqwest, which wraps the same client, is not used here: its layers cost
+//! about as much CPU per fetch as the pooled request itself, and the warm
+//! path makes one fetch per key (docs/benchmarks.md, 2026-12-04 00:08 UTC).
 
 use std::path::Path;
 use std::sync::Arc;
