@@ -297,6 +297,10 @@ pub struct ServiceInfo {
     pub origin: String,
     /// HTTP version spoken to the origin: `http1`, `auto` or `http2`.
     pub origin_http: String,
+    /// CA file trusted for an `https://` origin besides the Mozilla roots
+    /// (`WARMING_ORIGIN_CA_FILE`), when one is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_ca_file: Option<String>,
     /// `memory`, `redis` or `redis-cluster`.
     pub cache_backend: String,
     /// Prefix of every cache key (empty for none).

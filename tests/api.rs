@@ -351,6 +351,8 @@ async fn config_reports_nanoseconds_and_updates_atomically() {
     assert_eq!(c["concurrent_warmers"], 10);
     assert_eq!(c["retry_attempts"], 3);
     assert_eq!(c["default_strategy"], "priority");
+    assert_eq!(body["service"]["origin_http"], "http1", "{body}");
+    assert!(body["service"].get("origin_ca_file").is_none(), "{body}");
 
     let (status, body) = srv
         .post("/warm/config", json!({"max_origin_rps": 200, "max_batch_size": 100, "default_strategy": "selective", "concurrent_warmers": 3}))
@@ -400,6 +402,26 @@ async fn config_reports_nanoseconds_and_updates_atomically() {
         status,
         StatusCode::BAD_REQUEST,
         "static settings cannot change at run time"
+    );
+    srv.shutdown().await;
+
+    // A CA file for the origin is named in the service block.
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca = rcgen::CertificateParams::new(vec!["ca.test".to_string()])
+        .unwrap()
+        .self_signed(&ca_key)
+        .unwrap();
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let mut s = settings(&origin.url_template());
+    s.service.origin_ca_file = Some(ca_file.clone());
+    let srv = TestServer::start(s).await;
+    let (_, body) = srv.get("/warm/config").await;
+    assert_eq!(
+        body["service"]["origin_ca_file"],
+        ca_file.display().to_string(),
+        "{body}"
     );
     srv.shutdown().await;
 }

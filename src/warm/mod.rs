@@ -967,6 +967,7 @@ impl Engine {
                 listen: s.listen.clone(),
                 origin: self.origin.origin().describe(),
                 origin_http: s.origin_http.as_str().to_string(),
+                origin_ca_file: s.origin_ca_file.as_ref().map(|p| p.display().to_string()),
                 cache_backend: self.cache.backend().to_string(),
                 cache_prefix: s.cache_prefix.clone(),
                 nats_subject: s.nats_url.as_ref().map(|_| s.nats_subject.clone()),
