@@ -54,7 +54,7 @@
 //!
 //! reqwest, which wraps the same client, is not used here: its layers cost
 //! about as much CPU per fetch as the pooled request itself, and the warm
-//! path makes one fetch per key (docs/benchmarks.md, 2026-12-04 00:08 UTC).
+//! path makes one fetch per key (docs/benchmarks.md, "the origin client without reqwest").
 
 use std::path::Path;
 use std::sync::Arc;
