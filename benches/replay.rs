@@ -1,6 +1,8 @@
 //! Replay throughput: requests per second through one mode, on the
 //! cloudPhysicsIO trace loaded in memory (so parsing is not measured).
 //! Targets (issue 3): `none` >= 2 M req/s, `learned` >= 500 k req/s, one core.
+//! The predictor modes run twice: with the prediction-quality figures
+//! (`warming replay`'s default), and without (`--no-quality`, `*-no-quality`).
 //!
 //! `cargo bench --bench replay` (`WARMING_TRACES` overrides `../shared/traces`).
 
@@ -29,7 +31,7 @@ fn requests() -> Vec<Request> {
         .expect("trace parses")
 }
 
-fn config(mode: &str) -> ReplayConfig {
+fn config(mode: &str, quality: bool) -> ReplayConfig {
     let sim = sim::SimConfig {
         capacity: sim::Capacity::Entries(1_000_000),
         ttl: 3600.0,
@@ -38,9 +40,13 @@ fn config(mode: &str) -> ReplayConfig {
         admission: false,
         max_remembered: usize::MAX,
     };
+    let mut mode_cfg = modes::ModeConfig::new(sim, Format::CloudPhysics.key_space());
+    if !quality {
+        mode_cfg.predictive.quality_ks.clear();
+    }
     ReplayConfig {
         modes: vec![mode.to_string()],
-        mode: modes::ModeConfig::new(sim, Format::CloudPhysics.key_space()),
+        mode: mode_cfg,
         writes: Writes::Access,
         max_buffered: warming::replay::MAX_BUFFERED,
     }
@@ -51,13 +57,29 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("replay");
     g.throughput(Throughput::Elements(reqs.len() as u64));
     g.sample_size(10);
-    for mode in ["none", "refresh-ahead", "oracle", "heuristic", "learned"] {
-        let cfg = config(mode);
+    // `warming replay`'s defaults (the predictor modes with the prediction
+    // quality figures), then the predictor modes with `--no-quality`.
+    let runs = [
+        ("none", true),
+        ("refresh-ahead", true),
+        ("oracle", true),
+        ("heuristic", true),
+        ("learned", true),
+        ("heuristic", false),
+        ("learned", false),
+    ];
+    for (mode, quality) in runs {
+        let cfg = config(mode, quality);
         if modes::build(mode, &cfg.mode).ok().flatten().is_none() {
             eprintln!("replay/{mode}: unavailable, skipped");
             continue;
         }
-        g.bench_function(mode, |b| {
+        let name = if quality {
+            mode.to_string()
+        } else {
+            format!("{mode}-no-quality")
+        };
+        g.bench_function(name, |b| {
             b.iter(|| {
                 let r = replay::run(reqs.iter().cloned().map(Ok), "bench", "cloudphysics", &cfg)
                     .expect("replay");

@@ -375,3 +375,33 @@ async fn replay_heuristic_chooses_the_live_services_keys() {
     assert_eq!(live, ours);
     server.shutdown().await;
 }
+
+/// `--no-quality`: the predictor modes replay exactly as with the quality
+/// figures (ranking is read-only), and no quality table or rows come out.
+#[test]
+fn replay_without_quality_figures_replays_the_same() {
+    let run = |quality: bool| {
+        let input = trace::open(
+            &traces().join("cloudPhysicsIO.csv"),
+            Format::CloudPhysics,
+            clock(),
+        )
+        .unwrap()
+        .take(20_000);
+        let mut cfg = config("heuristic,learned", 300.0);
+        if !quality {
+            cfg.mode.predictive.quality_ks.clear();
+        }
+        replay::run(input, "slice", "cloudphysics", &cfg).unwrap()
+    };
+    let (with, without) = (run(true), run(false));
+    for ((name, a), (_, b)) in with.modes.iter().zip(&without.modes) {
+        assert_eq!(a.stats, b.stats, "{name}");
+        assert!(a.quality.as_ref().is_some_and(|q| !q.is_empty()), "{name}");
+        assert!(b.quality.is_none(), "{name}");
+    }
+    assert!(replay::report::table(&with).contains("prediction quality"));
+    assert!(!replay::report::table(&without).contains("prediction quality"));
+    let j = replay::report::json(&without);
+    assert_eq!(j["settings"]["quality_k"], serde_json::json!([]));
+}

@@ -76,6 +76,10 @@ pub struct ReplayArgs {
     /// Prediction-quality K values, comma-separated.
     #[arg(long, default_value = "10,100,1000,10000")]
     pub quality_k: String,
+    /// Skip the prediction-quality figures: each window they rank every
+    /// tracked key, about half of a `learned` replay's time.
+    #[arg(long)]
+    pub no_quality: bool,
     /// refresh-ahead: refresh after this fraction of the TTL.
     #[arg(long, default_value_t = 0.8)]
     pub refresh_fraction: f64,
@@ -218,6 +222,9 @@ impl ReplayArgs {
             .map(|k| k.trim().parse::<usize>())
             .collect::<Result<_, _>>()
             .map_err(|_| format!("--quality-k {:?}: expected numbers", self.quality_k))?;
+        if self.no_quality {
+            p.quality_ks.clear();
+        }
         p.predict_window =
             Duration::from_secs_f64(positive(self.predict_window, "--predict-window")?);
         let list = modes::parse_list(&self.modes);

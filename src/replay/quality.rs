@@ -85,9 +85,15 @@ impl Quality {
         self.next
     }
 
+    /// Whether any K is measured: without one, no window ever rolls, so
+    /// the predictor is never asked to rank (`warming replay --no-quality`).
+    pub fn enabled(&self) -> bool {
+        !self.ks.is_empty()
+    }
+
     /// First request at `t`: the first window starts (unscored).
     pub fn start(&mut self, t: f64) {
-        if self.next.is_nan() {
+        if self.next.is_nan() && self.enabled() {
             self.next = t + self.window;
         }
     }

@@ -143,6 +143,7 @@ pub fn json(r: &Report) -> Value {
             "schedules": c.predictive.schedules,
             "tracker_max_keys": c.predictive.tracker_max_keys,
             "quality_window_secs": c.predictive.quality_window,
+            "quality_k": c.predictive.quality_ks,
         },
         "modes": modes,
     })

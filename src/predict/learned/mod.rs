@@ -1028,11 +1028,12 @@ impl LearnedPredictor {
                 .is_some_and(|e| e.hash == c.hash)
         });
         // Best first: higher score, then key ascending (deterministic
-        // whatever the order the keys are stored in).
+        // whatever the order the keys are stored in). `rank` packs the
+        // score and the key's lead into one number, so most comparisons
+        // are one integer comparison.
         let order = |a: &Scored, b: &Scored| {
-            b.score
-                .total_cmp(&a.score)
-                .then(a.lead.cmp(&b.lead))
+            a.rank
+                .cmp(&b.rank)
                 .then_with(|| entry(a).key.cmp(&entry(b).key))
         };
         if scored.len() > limit {
@@ -1044,7 +1045,7 @@ impl LearnedPredictor {
             .iter()
             .map(|c| Prediction {
                 key: String::from(entry(c).key.as_str()),
-                score: f64::from(c.score),
+                score: f64::from(c.score()),
             })
             .collect();
         drop(shards);
@@ -1053,30 +1054,51 @@ impl LearnedPredictor {
     }
 }
 
-/// A scored key of [`LearnedPredictor::top`]: where it is stored, and its
-/// hash to check that it is still there.
+/// A scored key of [`LearnedPredictor::top`]: its place in the ranking,
+/// where it is stored, and its hash to check that it is still there.
 #[derive(Clone, Copy)]
 struct Scored {
-    score: f32,
+    /// Ascending = best first: the score's bits, ordered as `f32::total_cmp`
+    /// and inverted (higher score first), above the key's first 8 bytes
+    /// (big-endian, zero-padded: equal scores go by key, and this settles
+    /// most of those ties without reaching for the keys).
+    rank: u128,
     shard: u32,
     index: u32,
     hash: u64,
-    /// The key's first 8 bytes, big-endian, zero-padded: ties of score are
-    /// ordered by key, and comparing these first settles most of them
-    /// without reaching for the keys.
-    lead: u64,
 }
 
 impl Scored {
     fn new(score: f32, shard: usize, index: usize, e: &Entry) -> Self {
+        // NaN (a broken offline model) ranks as 0, as the bounded heap did.
+        let score = if score.is_nan() { 0.0 } else { score };
         Scored {
-            // NaN (a broken offline model) ranks as 0, as the bounded heap did.
-            score: if score.is_nan() { 0.0 } else { score },
+            rank: (u128::from(!total_order_bits(score)) << 64) | u128::from(key_lead(&e.key)),
             shard: shard as u32,
             index: index as u32,
             hash: e.hash,
-            lead: key_lead(&e.key),
         }
+    }
+
+    fn score(&self) -> f32 {
+        let bits = !((self.rank >> 64) as u32);
+        // The inverse of `total_order_bits`.
+        f32::from_bits(if bits & 0x8000_0000 != 0 {
+            bits & 0x7fff_ffff
+        } else {
+            !bits
+        })
+    }
+}
+
+/// `x`'s bits mapped so that unsigned order is `f32::total_cmp`'s order:
+/// negative numbers have every bit flipped, others only the sign bit.
+fn total_order_bits(x: f32) -> u32 {
+    let b = x.to_bits();
+    if b & 0x8000_0000 != 0 {
+        !b
+    } else {
+        b | 0x8000_0000
     }
 }
 

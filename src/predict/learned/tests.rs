@@ -628,3 +628,45 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn ranks_order_as_scores_then_keys_and_give_the_score_back() {
+    let scores = [
+        f32::NEG_INFINITY,
+        -3.5,
+        -0.0,
+        0.0,
+        1e-30,
+        0.25,
+        0.5,
+        0.999,
+        1.0,
+        7.0,
+        f32::INFINITY,
+    ];
+    for w in scores.windows(2) {
+        assert!(
+            super::total_order_bits(w[0]) < super::total_order_bits(w[1]),
+            "{w:?}"
+        );
+    }
+    let e = |key: &str| Entry {
+        key: key.into(),
+        hash: 0,
+        prefix_hash: 0,
+        state: KeyState::new(0, T0, 0),
+    };
+    let (a, b) = (e("user:1"), e("user:2"));
+    for &x in &scores {
+        let s = Scored::new(x, 0, 0, &a);
+        assert_eq!(s.score().to_bits(), x.to_bits());
+        // A higher score ranks first, whatever the key.
+        if x.is_finite() && x.abs() > 1e-3 {
+            let lower = x - x.abs() / 2.0;
+            assert!(Scored::new(x, 0, 0, &b).rank < Scored::new(lower, 0, 0, &a).rank);
+        }
+        // An equal score ranks by key.
+        assert!(s.rank < Scored::new(x, 0, 0, &b).rank);
+    }
+    assert_eq!(Scored::new(f32::NAN, 0, 0, &a).score(), 0.0);
+}

@@ -422,7 +422,7 @@ impl Mode for Predictive {
         self.drain(end);
         let stats = self.sim.finish(end);
         let mut r = ModeResult::ok(stats, self.sim.series.clone());
-        r.quality = Some(self.quality.rows());
+        r.quality = self.quality.enabled().then(|| self.quality.rows());
         r.note = self.note.clone();
         r
     }
