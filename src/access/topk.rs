@@ -13,6 +13,9 @@ use std::collections::BinaryHeap;
 #[derive(Debug, Clone)]
 struct Ranked {
     score: f64,
+    /// [`key_lead`] of `key`: most ties of score are settled by it, without
+    /// reaching for the key's bytes.
+    lead: u64,
     key: String,
 }
 
@@ -32,13 +35,31 @@ impl PartialOrd for Ranked {
 
 impl Ord for Ranked {
     fn cmp(&self, other: &Self) -> Ordering {
-        better(self.score, &self.key, other.score, &other.key)
+        better(
+            (self.score, self.lead, &self.key),
+            (other.score, other.lead, &other.key),
+        )
     }
 }
 
-/// `Greater` when `(a_score, a_key)` ranks before `(b_score, b_key)`.
-fn better(a_score: f64, a_key: &str, b_score: f64, b_key: &str) -> Ordering {
-    a_score.total_cmp(&b_score).then_with(|| b_key.cmp(a_key))
+/// `Greater` when `a` = `(score, lead, key)` ranks before `b`: a higher
+/// score, then the smaller key (its lead first).
+fn better(a: (f64, u64, &str), b: (f64, u64, &str)) -> Ordering {
+    a.0.total_cmp(&b.0)
+        .then(b.1.cmp(&a.1))
+        .then_with(|| b.2.cmp(a.2))
+}
+
+/// The first 8 bytes of `key`, zero-padded, as a big-endian number. Keys
+/// whose leads differ compare as their leads do (a key that is a prefix of
+/// another pads with the smallest byte), so comparing leads first settles
+/// most key comparisons with one integer comparison.
+pub fn key_lead(key: &str) -> u64 {
+    let b = key.as_bytes();
+    let mut lead = [0u8; 8];
+    let n = b.len().min(8);
+    lead[..n].copy_from_slice(&b[..n]);
+    u64::from_be_bytes(lead)
 }
 
 /// Keeps the `k` best `(score, key)` pairs offered.
@@ -63,9 +84,11 @@ impl TopK {
             return;
         }
         let score = if score.is_nan() { 0.0 } else { score };
+        let lead = key_lead(key);
         if self.heap.len() < self.k {
             self.heap.push(Reverse(Ranked {
                 score,
+                lead,
                 key: key.to_string(),
             }));
             return;
@@ -73,10 +96,12 @@ impl TopK {
         let Some(mut worst) = self.heap.peek_mut() else {
             return;
         };
-        if better(score, key, worst.0.score, &worst.0.key) == Ordering::Greater {
+        let w = &worst.0;
+        if better((score, lead, key), (w.score, w.lead, &w.key)) == Ordering::Greater {
             // Replaced in place (one sift-down when `worst` drops), reusing
             // the evicted key's allocation.
             worst.0.score = score;
+            worst.0.lead = lead;
             worst.0.key.clear();
             worst.0.key.push_str(key);
         }
@@ -118,12 +143,17 @@ mod tests {
     /// Many offers, many ties: the same answer as sorting everything.
     #[test]
     fn agrees_with_a_full_sort() {
+        // Short keys (their leads differ), long keys sharing their first 8
+        // bytes or more (ties of lead), and keys that are prefixes of others.
         let offers: Vec<(f64, String)> = (0..5000u64)
             .map(|i| {
-                (
-                    ((i * 7919) % 97) as f64,
-                    format!("k{}", (i * 104_729) % 5000),
-                )
+                let n = (i * 104_729) % 5000;
+                let key = match i % 3 {
+                    0 => format!("k{n}"),
+                    1 => format!("session:long:{n}"),
+                    _ => format!("sess{}", n / 7),
+                };
+                (((i * 7919) % 97) as f64, key)
             })
             .collect();
         for k in [1, 10, 999, 5000, 6000] {
@@ -132,10 +162,35 @@ mod tests {
                 t.offer(*s, key);
             }
             let mut all = offers.clone();
-            all.sort_by(|a, b| better(b.0, &b.1, a.0, &a.1));
+            // Higher score first, then the key, compared plainly.
+            all.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
             all.truncate(k);
             let want: Vec<(String, f64)> = all.into_iter().map(|(s, key)| (key, s)).collect();
             assert_eq!(t.into_sorted(), want, "k = {k}");
+        }
+    }
+
+    #[test]
+    fn leads_order_as_keys_do() {
+        let keys = [
+            "",
+            "\u{0}",
+            "a",
+            "a\u{0}b",
+            "ab",
+            "abcdefgh",
+            "abcdefgh0",
+            "abcdefgi",
+            "b",
+            "é",
+        ];
+        for a in keys {
+            for b in keys {
+                let (la, lb) = (key_lead(a), key_lead(b));
+                if la != lb {
+                    assert_eq!(la.cmp(&lb), a.cmp(b), "{a:?} {b:?}");
+                }
+            }
         }
     }
 

@@ -91,6 +91,7 @@ use self::features::{Context, Features, KeyState, PrefixTable, features, prefix_
 use self::model::{Logistic, sigmoid};
 use super::{HeuristicPredictor, Prediction, Predictor, Write};
 use crate::access::AccessTracker;
+use crate::access::topk::key_lead;
 
 /// Name used in configuration.
 pub const NAME: &str = "learned";
@@ -1100,17 +1101,6 @@ fn total_order_bits(x: f32) -> u32 {
     } else {
         b | 0x8000_0000
     }
-}
-
-/// The first 8 bytes of `key`, zero-padded, as a big-endian number: two
-/// keys whose leads differ compare as their leads do (a shorter key that
-/// is a prefix of the other pads with the smallest byte).
-fn key_lead(key: &str) -> u64 {
-    let b = key.as_bytes();
-    let mut lead = [0u8; 8];
-    let n = b.len().min(8);
-    lead[..n].copy_from_slice(&b[..n]);
-    u64::from_be_bytes(lead)
 }
 
 #[cfg(test)]
