@@ -84,7 +84,30 @@ pub trait Predictor: Send + Sync {
         window: Duration,
         limit: usize,
     ) -> Vec<Prediction> {
-        self.predict(tracker, now_unix_secs, window, limit)
+        let mut out = Vec::new();
+        self.rank_each(tracker, now_unix_secs, window, limit, &mut |key, score| {
+            out.push(Prediction {
+                key: key.to_string(),
+                score,
+            })
+        });
+        out
+    }
+    /// [`Predictor::rank`], handing each key and score to `each`, best
+    /// first, instead of collecting them: replay's prediction quality ranks
+    /// up to 10,000 keys at every window and needs no copy of them. `each`
+    /// may run under the predictor's locks: it must not call back into it.
+    fn rank_each(
+        &self,
+        tracker: &AccessTracker,
+        now_unix_secs: u64,
+        window: Duration,
+        limit: usize,
+        each: &mut dyn FnMut(&str, f64),
+    ) {
+        for p in self.predict(tracker, now_unix_secs, window, limit) {
+            each(&p.key, p.score);
+        }
     }
 }
 

@@ -119,13 +119,21 @@ impl Quality {
         }
         let max_k = self.ks.last().copied().unwrap_or(0);
         let window = super::modes::secs(self.window);
-        let predictions = predictor.rank(tracker, now.max(0.0) as u64, window, max_k);
         self.predicted.clear();
-        for (rank, p) in predictions.iter().enumerate() {
-            if let Some(id) = key_space.id(&p.key) {
-                self.predicted.entry(id).or_insert(rank as u32);
-            }
-        }
+        let predicted = &mut self.predicted;
+        let mut rank = 0u32;
+        predictor.rank_each(
+            tracker,
+            now.max(0.0) as u64,
+            window,
+            max_k,
+            &mut |key, _| {
+                if let Some(id) = key_space.id(key) {
+                    predicted.entry(id).or_insert(rank);
+                }
+                rank += 1;
+            },
+        );
         self.counts.clear();
         self.requests = 0;
         self.scoring = true;

@@ -854,14 +854,15 @@ impl Predictor for LearnedPredictor {
 
     /// Every key with state, ranked by the model's probability that it is
     /// read within the horizon, whatever its cached value's state.
-    fn rank(
+    fn rank_each(
         &self,
         tracker: &AccessTracker,
         now_unix_secs: u64,
         window: Duration,
         limit: usize,
-    ) -> Vec<Prediction> {
-        self.top(tracker, now_unix_secs, window, limit, false)
+        each: &mut dyn FnMut(&str, f64),
+    ) {
+        self.top_each(tracker, now_unix_secs, window, limit, false, each)
     }
 }
 
@@ -877,8 +878,36 @@ impl LearnedPredictor {
         limit: usize,
         gated: bool,
     ) -> Vec<Prediction> {
+        let mut out = Vec::new();
+        self.top_each(
+            tracker,
+            now_unix_secs,
+            window,
+            limit,
+            gated,
+            &mut |key, score| {
+                out.push(Prediction {
+                    key: key.to_string(),
+                    score,
+                })
+            },
+        );
+        out
+    }
+
+    /// [`LearnedPredictor::top`], each key and score handed to `each`, best
+    /// first.
+    fn top_each(
+        &self,
+        tracker: &AccessTracker,
+        now_unix_secs: u64,
+        window: Duration,
+        limit: usize,
+        gated: bool,
+        each: &mut dyn FnMut(&str, f64),
+    ) {
         if limit == 0 {
-            return Vec::new();
+            return;
         }
         if gated {
             self.window_secs.store(
@@ -911,7 +940,10 @@ impl LearnedPredictor {
         let band = band(window, gate, self.cfg.band);
         let base = self.base.load(Ordering::Relaxed);
         if base == UNSET || self.is_empty() {
-            return HeuristicPredictor.predict(tracker, now_unix_secs, window, limit);
+            for p in HeuristicPredictor.predict(tracker, now_unix_secs, window, limit) {
+                each(&p.key, p.score);
+            }
+            return;
         }
         // The horizon of the features (hour of day of the target,
         // `ln_horizon_min`): the label horizon with a gate, else the window
@@ -1011,7 +1043,7 @@ impl LearnedPredictor {
                         }
                         Err(err) => {
                             tracing::error!("learned predictor: ONNX inference failed: {err:#}");
-                            return Vec::new();
+                            return;
                         }
                     }
                 }
@@ -1042,16 +1074,11 @@ impl LearnedPredictor {
             scored.truncate(limit);
         }
         scored.sort_unstable_by(order);
-        let out = scored
-            .iter()
-            .map(|c| Prediction {
-                key: String::from(entry(c).key.as_str()),
-                score: f64::from(c.score()),
-            })
-            .collect();
+        for c in &scored {
+            each(entry(c).key.as_str(), f64::from(c.score()));
+        }
         drop(shards);
         *self.scratch.lock() = scored;
-        out
     }
 }
 
