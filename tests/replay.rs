@@ -37,6 +37,17 @@ fn head(file: &str, format: Format, n: usize) -> Vec<Request> {
         .unwrap()
 }
 
+/// The first `n` requests of cloudPhysicsIO.csv, streamed as replay reads them.
+fn cloudphysics(n: usize) -> impl Iterator<Item = std::io::Result<Request>> {
+    trace::open(
+        &traces().join("cloudPhysicsIO.csv"),
+        Format::CloudPhysics,
+        clock(),
+    )
+    .unwrap()
+    .take(n)
+}
+
 /// Every request of the trace at `path`, read as `format`.
 fn read_all(path: &Path, format: Format) -> Vec<Request> {
     trace::open(path, format, clock())
@@ -202,15 +213,7 @@ fn config(modes: &str, ttl: f64) -> ReplayConfig {
 /// say so), still bound the other modes, and every request is replayed.
 #[test]
 fn the_look_ahead_buffer_is_capped() {
-    let slice = || {
-        trace::open(
-            &traces().join("cloudPhysicsIO.csv"),
-            Format::CloudPhysics,
-            clock(),
-        )
-        .unwrap()
-        .take(20_000)
-    };
+    let slice = || cloudphysics(20_000);
     let full = replay::run(
         slice(),
         "slice",
@@ -245,13 +248,7 @@ fn the_look_ahead_buffer_is_capped() {
 #[test]
 fn learned_replay_repeats_for_a_seed() {
     let run = || {
-        let input = trace::open(
-            &traces().join("cloudPhysicsIO.csv"),
-            Format::CloudPhysics,
-            clock(),
-        )
-        .unwrap()
-        .take(30_000);
+        let input = cloudphysics(30_000);
         let cfg = config("learned", 300.0);
         let r = replay::run(input, "slice", "cloudphysics", &cfg).unwrap();
         r.modes[0].1.stats.clone().unwrap()
@@ -266,13 +263,7 @@ fn learned_replay_repeats_for_a_seed() {
 /// "unavailable", and the JSON has the fields.
 #[test]
 fn replay_of_a_slice_is_consistent() {
-    let input = trace::open(
-        &traces().join("cloudPhysicsIO.csv"),
-        Format::CloudPhysics,
-        clock(),
-    )
-    .unwrap()
-    .take(20_000);
+    let input = cloudphysics(20_000);
     let cfg = config(
         "none,refresh-ahead,xfetch,heuristic,predictor:frequency,predictor:nope,oracle,oracle-seen",
         300.0,
@@ -381,13 +372,7 @@ async fn replay_heuristic_chooses_the_live_services_keys() {
 #[test]
 fn replay_without_quality_figures_replays_the_same() {
     let run = |quality: bool| {
-        let input = trace::open(
-            &traces().join("cloudPhysicsIO.csv"),
-            Format::CloudPhysics,
-            clock(),
-        )
-        .unwrap()
-        .take(20_000);
+        let input = cloudphysics(20_000);
         let mut cfg = config("heuristic,learned", 300.0);
         if !quality {
             cfg.mode.predictive.quality_ks.clear();

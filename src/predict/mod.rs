@@ -84,14 +84,7 @@ pub trait Predictor: Send + Sync {
         window: Duration,
         limit: usize,
     ) -> Vec<Prediction> {
-        let mut out = Vec::new();
-        self.rank_each(tracker, now_unix_secs, window, limit, &mut |key, score| {
-            out.push(Prediction {
-                key: key.to_string(),
-                score,
-            })
-        });
-        out
+        collect(|each| self.rank_each(tracker, now_unix_secs, window, limit, each))
     }
     /// [`Predictor::rank`], handing each key and score to `each`, best
     /// first, instead of collecting them: replay's prediction quality ranks
@@ -109,6 +102,19 @@ pub trait Predictor: Send + Sync {
             each(&p.key, p.score);
         }
     }
+}
+
+/// The keys and scores that `rank` hands to its callback, in order, as
+/// owned predictions.
+pub(crate) fn collect(rank: impl FnOnce(&mut dyn FnMut(&str, f64))) -> Vec<Prediction> {
+    let mut out = Vec::new();
+    rank(&mut |key, score| {
+        out.push(Prediction {
+            key: key.to_string(),
+            score,
+        })
+    });
+    out
 }
 
 /// The `limit` tracked keys with the highest `score`, best first (ties by

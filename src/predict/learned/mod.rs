@@ -332,7 +332,7 @@ pub struct LearnedPredictor {
     hasher: FixedState,
     shards: Box<[Mutex<Shard>]>,
     prefixes: Box<[Mutex<PrefixTable>]>,
-    /// `top`'s buffer of scored keys, kept between calls.
+    /// `top_each`'s buffer of scored keys, kept between calls.
     scratch: Mutex<Vec<Scored>>,
     base: AtomicU64,
     horizon: AtomicU32,
@@ -849,7 +849,7 @@ impl Predictor for LearnedPredictor {
         window: Duration,
         limit: usize,
     ) -> Vec<Prediction> {
-        self.top(tracker, now_unix_secs, window, limit, true)
+        super::collect(|each| self.top_each(tracker, now_unix_secs, window, limit, true, each))
     }
 
     /// Every key with state, ranked by the model's probability that it is
@@ -867,36 +867,10 @@ impl Predictor for LearnedPredictor {
 }
 
 impl LearnedPredictor {
-    /// The `limit` likeliest keys: of the candidates (`gated`: keys whose
-    /// value expires now, cut at the minimum probabilities) for
-    /// [`Predictor::predict`], of every key for [`Predictor::rank`].
-    fn top(
-        &self,
-        tracker: &AccessTracker,
-        now_unix_secs: u64,
-        window: Duration,
-        limit: usize,
-        gated: bool,
-    ) -> Vec<Prediction> {
-        let mut out = Vec::new();
-        self.top_each(
-            tracker,
-            now_unix_secs,
-            window,
-            limit,
-            gated,
-            &mut |key, score| {
-                out.push(Prediction {
-                    key: key.to_string(),
-                    score,
-                })
-            },
-        );
-        out
-    }
-
-    /// [`LearnedPredictor::top`], each key and score handed to `each`, best
-    /// first.
+    /// The `limit` likeliest keys, best first, each handed to `each`: of
+    /// the candidates (`gated`: keys whose value expires now, cut at the
+    /// minimum probabilities) for [`Predictor::predict`], of every key for
+    /// [`Predictor::rank_each`].
     fn top_each(
         &self,
         tracker: &AccessTracker,

@@ -619,7 +619,7 @@ fn top_orders_ties_by_key_and_keeps_the_best() {
 
 proptest::proptest! {
     /// Keys whose 8-byte leads differ order as their leads do, so that
-    /// `top` may compare leads before keys.
+    /// `top_each` may compare leads before keys.
     #[test]
     fn key_leads_order_as_keys(a in "[\\x00-\\x03a-c\u{e9}]{0,11}", b in "[\\x00-\\x03a-c\u{e9}]{0,11}") {
         let (la, lb) = (super::key_lead(&a), super::key_lead(&b));
