@@ -1056,7 +1056,7 @@ impl LearnedPredictor {
     }
 }
 
-/// A scored key of [`LearnedPredictor::top`]: its place in the ranking,
+/// A scored key of [`LearnedPredictor::top_each`]: its place in the ranking,
 /// where it is stored, and its hash to check that it is still there.
 #[derive(Clone, Copy)]
 struct Scored {
